@@ -1,0 +1,85 @@
+"""Fixtures for the Ollama plugin's tests: a backend against a fake address, and a real simulator."""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import aioresponses.core
+import pytest
+from aiohttp import ClientResponse, web
+from ollama_helpers import FAKE_URL
+
+from resayil_ollama.backend import OllamaBackend
+from resayil_ollama.settings import OllamaSettings
+from resayil_ollama.simulator import SIMULATOR, Simulator, start_simulator
+
+class _CompatResponse(ClientResponse):
+    """aioresponses 0.7.9 builds responses without ``stream_writer``, which aiohttp ≥ 3.12 requires."""
+
+    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _aioresponses_compat(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Let aioresponses build responses on this aiohttp (a no-op where it already can)."""
+    if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
+        monkeypatch.setattr(aioresponses.core, "ClientResponse", _CompatResponse)
+    yield
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[OllamaBackend]:
+    """An OllamaBackend started against a fake address (mock it with aioresponses), without discovery."""
+    instance = OllamaBackend(OllamaSettings(url=FAKE_URL, discover=False))
+    await instance.start()
+    yield instance
+    await instance.close()
+
+
+class RunningSimulator:
+    """A simulator on a real socket: its base URL and its state."""
+
+    def __init__(self, runner: web.AppRunner, url: str) -> None:
+        self.runner = runner
+        self.url = url
+        self.state: Simulator = runner.app[SIMULATOR]
+
+
+SimulatorFactory = Callable[..., Awaitable[RunningSimulator]]
+BackendFactory = Callable[..., Awaitable[OllamaBackend]]
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[SimulatorFactory]:
+    """Start simulators with ``await simulator(**config)``; all are stopped after the test."""
+    runners: list[web.AppRunner] = []
+
+    async def start(**config: Any) -> RunningSimulator:
+        runner, url = await start_simulator(**config)
+        runners.append(runner)
+        return RunningSimulator(runner, url)
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def backend_for() -> AsyncIterator[BackendFactory]:
+    """Start backends with ``await backend_for(url, **settings)``; all are closed after the test."""
+    backends: list[OllamaBackend] = []
+
+    async def start(url: str, **settings: Any) -> OllamaBackend:
+        instance = OllamaBackend(OllamaSettings(url=url, **{"discover": False, **settings}))
+        await instance.start()
+        backends.append(instance)
+        return instance
+
+    yield start
+    for instance in backends:
+        await instance.close()

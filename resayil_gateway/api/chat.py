@@ -1,0 +1,269 @@
+"""``POST /v1/chat/completions`` and ``POST /v1/embeddings``: authenticate, validate, check access, hold
+credits, wait for a slot, run on the chosen backend, relay (JSON or SSE chunk by chunk), settle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import orjson
+from aiohttp import web
+
+from ..billing.metering import Meter
+from ..domain import Caller, ChatDelta, ChatRequest, ModelInfo, Usage
+from ..errors import BackendError, GatewayError, ModelNotFound, NoCapacity, UpstreamUnavailable
+from ..plugins import await_me_maybe
+from ..routing.backends import Route
+from .keys import GATEWAY, REQUEST_ID
+from .openai_format import DONE, ChunkEncoder, completion_body, embeddings_body, error_event
+from .parsing import parse_chat_request, parse_embedding_request, read_json
+
+if TYPE_CHECKING:
+    from ..gateway import Gateway
+
+log = logging.getLogger("resayil.api")
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+async def authenticate(request: web.Request, gateway: Gateway) -> Caller:
+    """The caller, from the first ``authenticate`` hook that answers; 401 otherwise."""
+    caller = await await_me_maybe(gateway.pm.hook.authenticate(request=request, gateway=gateway))
+    if caller is None:
+        from ..errors import AuthenticationFailed
+
+        raise AuthenticationFailed("No credentials were accepted.")
+    request["caller"] = caller
+    return caller
+
+
+def resolve_model(gateway: Gateway, caller: Caller, name: str) -> ModelInfo:
+    """The catalog entry for ``name`` that the caller may use; 404 when unknown or hidden, 403 by plan."""
+    model = gateway.catalog.get(name)
+    if model is None:
+        raise ModelNotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model")
+    for refusal in gateway.pm.hook.check_access(caller=caller, model=model, gateway=gateway):
+        if refusal is not None:
+            raise refusal
+    return model
+
+
+def choose_route(gateway: Gateway, caller: Caller, chat: ChatRequest, model: ModelInfo) -> Route:
+    """Where the request runs, from the first ``choose_backend`` hook that answers; 503 when none can."""
+    route = gateway.pm.hook.choose_backend(caller=caller, chat_request=chat, model=model, gateway=gateway)
+    if route is None:
+        raise NoCapacity("No backend can serve this model right now.", headers={"Retry-After": "5"})
+    return route
+
+
+def _priority(gateway: Gateway, caller: Caller) -> int:
+    return gateway.settings.plan(caller.plan).priority
+
+
+def _route_headers(route: Route, headers: dict[str, str]) -> dict[str, str]:
+    headers["x-resayil-backend"] = route.backend.kind
+    return headers
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """Answer an OpenAI chat-completions request, streamed or whole."""
+    gateway = request.app[GATEWAY]
+    caller = await authenticate(request, gateway)
+    body = await read_json(request, gateway.settings.gateway.max_body_bytes)
+    chat = parse_chat_request(body)
+    model = resolve_model(gateway, caller, chat.model)
+    request["model"] = model.id
+    route = choose_route(gateway, caller, chat, model)
+    meter = Meter(gateway, caller, model, request[REQUEST_ID], "chat", chat.stream)
+    meter.backend = route.backend.name
+    await meter.reserve(chat.estimated_prompt_tokens(), chat.max_tokens)
+    if chat.stream:
+        return await _stream(request, gateway, caller, chat, route, meter)
+    return await _whole(request, gateway, caller, chat, route, meter)
+
+
+async def _whole(
+    request: web.Request, gateway: Gateway, caller: Caller, chat: ChatRequest, route: Route, meter: Meter
+) -> web.StreamResponse:
+    backend = route.backend
+    try:
+        async with gateway.admission.slot(
+            backend.name, _priority(gateway, caller), gateway.settings.routing.max_queue_wait_s
+        ):
+            gateway.metrics.in_flight.labels(backend.name).inc()
+            try:
+                result = await backend.chat(chat, route.upstream_model)
+            finally:
+                gateway.metrics.in_flight.labels(backend.name).dec()
+    except BaseException as exc:
+        await _fail(gateway, meter, route, exc)
+        _reraise(exc)
+    created = int(time.time())
+    payload = orjson.dumps(completion_body(f"chatcmpl-{request[REQUEST_ID]}", created, route.model.id, result))
+    response = web.Response(body=payload, headers=_route_headers(route, dict(JSON_HEADERS)))
+    await response.prepare(request)
+    await response.write_eof()
+    await meter.finish(result.usage, 200)
+    return response
+
+
+async def _stream(
+    request: web.Request, gateway: Gateway, caller: Caller, chat: ChatRequest, route: Route, meter: Meter
+) -> web.StreamResponse:
+    backend = route.backend
+    encoder = ChunkEncoder(f"chatcmpl-{request[REQUEST_ID]}", int(time.time()), route.model.id, chat.include_usage)
+    produced = _Produced(chat.estimated_prompt_tokens())
+    response: web.StreamResponse | None = None
+    deltas: AsyncIterator[ChatDelta] | None = None
+    try:
+        async with gateway.admission.slot(
+            backend.name, _priority(gateway, caller), gateway.settings.routing.max_queue_wait_s
+        ):
+            gateway.metrics.in_flight.labels(backend.name).inc()
+            try:
+                deltas = backend.stream_chat(chat, route.upstream_model)
+                first = await anext(deltas)
+                gateway.metrics.first_token.labels(backend.name).observe(time.perf_counter() - meter.started)
+                response = web.StreamResponse(headers=_route_headers(route, dict(SSE_HEADERS)))
+                await response.prepare(request)
+                await response.write(encoder.role())
+                delta: ChatDelta | None = first
+                while delta is not None:
+                    produced.add(delta)
+                    chunk = encoder.delta(delta)
+                    if chunk:
+                        await response.write(chunk)
+                    if delta.finish_reason is not None:
+                        break
+                    delta = await anext(deltas, None)
+            finally:
+                gateway.metrics.in_flight.labels(backend.name).dec()
+                if deltas is not None:
+                    await _close(deltas)
+    except BaseException as exc:
+        if response is None:
+            await _fail(gateway, meter, route, exc)
+            _reraise(exc)
+        # Output was produced: charge it, and tell a still-connected client the stream broke.
+        error = _as_gateway_error(exc)
+        client_gone = isinstance(exc, asyncio.CancelledError | ConnectionError)
+        await meter.finish(produced.usage(), 499 if client_gone else error.status, error.code)
+        if not client_gone:
+            gateway.metrics.upstream_errors.labels(backend.name, error.code or "error").inc()
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await response.write(error_event(error.body()))
+            return response
+        raise
+    usage = produced.usage()
+    try:
+        await response.write(encoder.finish(produced.finish_reason or "stop"))
+        if chat.include_usage:
+            await response.write(encoder.usage(usage))
+        await response.write(DONE)
+        await response.write_eof()
+    finally:
+        await meter.finish(usage, 200)
+    return response
+
+
+class _Produced:
+    """What a stream has produced so far, to charge it even when it is cut short."""
+
+    __slots__ = ("chars", "finish_reason", "pieces", "prompt_estimate", "reported")
+
+    def __init__(self, prompt_estimate: int) -> None:
+        self.prompt_estimate = prompt_estimate
+        self.pieces = 0
+        self.chars = 0
+        self.reported: Usage | None = None
+        self.finish_reason: str | None = None
+
+    def add(self, delta: ChatDelta) -> None:
+        if delta.content or delta.reasoning or delta.tool_calls:
+            self.pieces += 1
+            self.chars += len(delta.content or "") + len(delta.reasoning or "")
+        if delta.usage is not None:
+            self.reported = delta.usage
+        if delta.finish_reason is not None:
+            self.finish_reason = delta.finish_reason
+
+    def usage(self) -> Usage:
+        if self.reported is not None:
+            return self.reported
+        if not self.pieces:
+            return Usage()
+        return Usage(self.prompt_estimate, max(self.pieces, self.chars // 4))
+
+
+async def _close(deltas: AsyncIterator[ChatDelta]) -> None:
+    closer = getattr(deltas, "aclose", None)
+    if closer is not None:
+        try:
+            await asyncio.shield(closer())
+        except Exception:
+            log.debug("closing a backend stream failed", exc_info=True)
+
+
+async def _fail(gateway: Gateway, meter: Meter, route: Route, exc: BaseException) -> None:
+    """Release the hold of a request that produced nothing, and count the upstream error."""
+    error = _as_gateway_error(exc)
+    if isinstance(error, BackendError) and not isinstance(exc, asyncio.CancelledError):
+        gateway.metrics.upstream_errors.labels(route.backend.name, error.code or "error").inc()
+    status = 499 if isinstance(exc, asyncio.CancelledError) else error.status
+    await meter.finish(None, status, error.code)
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    """Raise what the client should see: gateway errors and cancellations as they are, bugs as a 502."""
+    if isinstance(exc, GatewayError | asyncio.CancelledError | ConnectionError) or not isinstance(exc, Exception):
+        raise exc
+    raise _as_gateway_error(exc) from None
+
+
+def _as_gateway_error(exc: BaseException) -> GatewayError:
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, asyncio.CancelledError | ConnectionError):
+        return GatewayError("The client closed the connection.", status=499, code="client_closed")
+    log.error("backend failed unexpectedly", exc_info=exc)
+    return UpstreamUnavailable("The model server failed to answer.")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    """Answer an OpenAI embeddings request."""
+    gateway = request.app[GATEWAY]
+    caller = await authenticate(request, gateway)
+    body = await read_json(request, gateway.settings.gateway.max_body_bytes)
+    embed = parse_embedding_request(body)
+    model = resolve_model(gateway, caller, embed.model)
+    request["model"] = model.id
+    backend = gateway.backends.get(model.backend)
+    if backend is None:
+        raise NoCapacity("No backend can serve this model right now.", headers={"Retry-After": "5"})
+    route = Route(backend, model.name_upstream, model)
+    meter = Meter(gateway, caller, model, request[REQUEST_ID], "embeddings", False)
+    meter.backend = backend.name
+    await meter.reserve(embed.estimated_prompt_tokens(), 0)
+    try:
+        async with gateway.admission.slot(
+            backend.name, _priority(gateway, caller), gateway.settings.routing.max_queue_wait_s
+        ):
+            result = await backend.embed(embed, route.upstream_model)
+    except BaseException as exc:
+        await _fail(gateway, meter, route, exc)
+        _reraise(exc)
+    payload: Any = embeddings_body(model.id, result, embed.encoding_format)
+    response = web.Response(body=orjson.dumps(payload), headers=_route_headers(route, dict(JSON_HEADERS)))
+    await response.prepare(request)
+    await response.write_eof()
+    await meter.finish(result.usage, 200)
+    return response

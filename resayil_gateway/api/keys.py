@@ -1,0 +1,13 @@
+"""Typed keys for what the application and each request carry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from ..gateway import Gateway
+
+GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)

@@ -1,0 +1,273 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 description of the API, matching what the validators accept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .. import __version__
+from .parsing import MAX_STOP_SEQUENCES, PART_TYPES, ROLES
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+_CONTENT_PART = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"enum": sorted(PART_TYPES)},
+        "text": {"type": "string"},
+        "image_url": {
+            "type": "object",
+            "properties": {"url": {"type": "string", "minLength": 1}},
+            "required": ["url"],
+        },
+    },
+}
+
+_MESSAGE = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"enum": sorted(ROLES)},
+        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _CONTENT_PART}, {"type": "null"}]},
+        "name": {"type": "string"},
+        "tool_calls": {"type": "array", "items": {"type": "object"}},
+        "tool_call_id": {"type": "string"},
+    },
+}
+
+_CHAT_REQUEST = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
+        "stream": {"type": "boolean"},
+        "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "n": {"const": 1},
+        "stop": {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "maxItems": MAX_STOP_SEQUENCES},
+            ]
+        },
+        "seed": {"type": "integer"},
+        "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "tools": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type", "function"],
+                "properties": {
+                    "type": {"const": "function"},
+                    "function": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "parameters": {"type": "object"},
+                        },
+                    },
+                },
+            },
+        },
+        "tool_choice": {},
+        "response_format": {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"enum": ["text", "json_object", "json_schema"]},
+                "json_schema": {"type": "object"},
+            },
+        },
+        "user": {"type": "string"},
+    },
+}
+
+_EMBEDDING_REQUEST = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "input": {
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+            ]
+        },
+        "encoding_format": {"enum": ["float", "base64"]},
+        "dimensions": {"type": "integer", "minimum": 1},
+    },
+}
+
+_MODEL = {
+    "type": "object",
+    "required": ["id", "object", "created", "owned_by"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "model"},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string"},
+        "size": {"enum": ["small", "medium", "large"]},
+    },
+}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    described = {
+        "400": "Invalid request",
+        "401": "Missing, malformed, unknown or revoked API key",
+        "402": "Insufficient credits (carries top_up_url; not retried)",
+        "403": "Model not included in the plan",
+        "404": "Unknown model",
+        "413": "Request body too large",
+        "429": "Rate limited",
+        "502": "Upstream failure",
+        "503": "No capacity",
+        "504": "Upstream timeout",
+    }
+    return {
+        str(status): {
+            "description": described[str(status)],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for status in statuses
+    }
+
+
+def build_openapi() -> dict[str, Any]:
+    """The OpenAPI document for every API route under each prefix."""
+    from .routes import API_PREFIXES
+
+    paths: dict[str, Any] = {}
+    for prefix in API_PREFIXES:
+        tag = prefix.strip("/")
+        paths[f"{prefix}/chat/completions"] = {
+            "post": {
+                "operationId": f"createChatCompletion_{tag.replace('/', '_')}",
+                "summary": "Create a chat completion (JSON, or Server-Sent Events when stream is true)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "A chat.completion object, or a text/event-stream of chunks",
+                        "content": {
+                            "application/json": {"schema": {"type": "object"}},
+                            "text/event-stream": {},
+                        },
+                    },
+                    **_errors(400, 401, 402, 403, 404, 413, 429, 502, 503, 504),
+                },
+            }
+        }
+        paths[f"{prefix}/embeddings"] = {
+            "post": {
+                "operationId": f"createEmbedding_{tag.replace('/', '_')}",
+                "summary": "Create embeddings",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EmbeddingRequest"}}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "A list of embeddings",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_errors(400, 401, 402, 403, 404, 413, 429, 502, 503, 504),
+                },
+            }
+        }
+        paths[f"{prefix}/models"] = {
+            "get": {
+                "operationId": f"listModels_{tag.replace('/', '_')}",
+                "summary": "List the models the caller may use",
+                "responses": {
+                    "200": {
+                        "description": "A list of models",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "object": {"const": "list"},
+                                        "data": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Model"},
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    **_errors(401),
+                },
+            }
+        }
+        paths[f"{prefix}/models/{{model}}"] = {
+            "get": {
+                "operationId": f"retrieveModel_{tag.replace('/', '_')}",
+                "summary": "Retrieve one model",
+                "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {
+                        "description": "The model",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Model"}}},
+                    },
+                    **_errors(401, 404),
+                },
+            }
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Resayil Gateway API",
+            "version": __version__,
+            "description": "OpenAI-compatible API",
+        },
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": _ERROR,
+                "ChatCompletionRequest": _CHAT_REQUEST,
+                "EmbeddingRequest": _EMBEDDING_REQUEST,
+                "Model": _MODEL,
+            },
+        },
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+    }
+
+
+_DOCUMENT: bytes | None = None
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    """Serve the OpenAPI document (built once)."""
+    global _DOCUMENT
+    if _DOCUMENT is None:
+        _DOCUMENT = orjson.dumps(build_openapi())
+    return web.Response(body=_DOCUMENT, content_type="application/json")

@@ -1,0 +1,143 @@
+"""Metering one API request: hold credits before it runs, charge what it used after, record a usage row.
+
+A request that fails before producing anything is released, not charged; one that produced output (a
+stream cut by the client or the backend included) is charged for what it produced. Settling is shielded
+from cancellation, so a client that goes away never leaves a charge half done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ..domain import Caller, Event, ModelInfo, Usage
+from ..errors import AuthenticationFailed, InsufficientCredits
+from .ledger import Charge, HoldRefused
+from .pricing import hold_usage
+from .usage import UsageRecord
+
+if TYPE_CHECKING:
+    from ..gateway import Gateway
+
+log = logging.getLogger("resayil.metering")
+
+
+def price(gateway: Gateway, caller: Caller, model: ModelInfo, backend: str, usage: Usage) -> int:
+    """Credits for ``usage`` through the ``price_usage`` hook (the first plugin that answers)."""
+    credits = gateway.pm.hook.price_usage(caller=caller, model=model, backend=backend, usage=usage, gateway=gateway)
+    if credits is None or not isinstance(credits, int) or credits < 0:
+        raise TypeError(f"price_usage must return a non-negative int, got {credits!r}")
+    return credits
+
+
+class Meter:
+    """The billing life of one request: ``reserve`` → run → ``finish`` (exactly once)."""
+
+    __slots__ = ("_done", "backend", "caller", "endpoint", "gateway", "hold_id", "model", "started", "stream")
+
+    def __init__(
+        self, gateway: Gateway, caller: Caller, model: ModelInfo, request_id: str, endpoint: str, stream: bool
+    ) -> None:
+        self.gateway = gateway
+        self.caller = caller
+        self.model = model
+        self.hold_id = request_id
+        self.endpoint = endpoint
+        self.stream = stream
+        self.backend = model.backend
+        self.started = time.perf_counter()
+        self._done = False
+
+    async def reserve(self, prompt_estimate: int, max_tokens: int | None) -> int:
+        """Hold the estimated cost; raises 402 (with the top-up link) or 401 (key revoked meanwhile)."""
+        estimate = hold_usage(prompt_estimate, max_tokens, self.gateway.settings.billing.default_hold_tokens)
+        amount = max(1, price(self.gateway, self.caller, self.model, self.backend, estimate))
+        try:
+            await self.gateway.ledger.reserve(self.hold_id, self.caller.account_id, amount, self.caller.key_id)
+        except HoldRefused as refused:
+            self._done = True
+            if refused.why == "insufficient":
+                raise insufficient_credits(self.gateway, amount, refused.available) from None
+            if refused.why in ("revoked", "disabled"):
+                await self.gateway.keys.invalidate_account(self.caller.account_id)
+            message = {
+                "revoked": "This API key has been revoked.",
+                "disabled": "This account is disabled.",
+            }.get(refused.why, "Incorrect API key provided.")
+            raise AuthenticationFailed(message, code=f"{refused.why}_api_key") from None
+        return amount
+
+    async def finish(self, usage: Usage | None, status: int, error_code: str | None = None) -> Charge | None:
+        """Charge ``usage`` (None or empty: release the hold) and record the request. Safe to await from a
+        cancelled task: the work runs to completion in its own task."""
+        if self._done:
+            return None
+        self._done = True
+        return await asyncio.shield(self._finish(usage, status, error_code))
+
+    async def _finish(self, usage: Usage | None, status: int, error_code: str | None) -> Charge | None:
+        gateway = self.gateway
+        cost = 0
+        if usage is not None and usage.total_tokens > 0:
+            cost = price(gateway, self.caller, self.model, self.backend, usage)
+        charge = None
+        try:
+            charge = await gateway.ledger.settle(self.hold_id, cost, memo=self.model.id)
+        except Exception:
+            # The hold stays in the store and is settled as released by housekeeping; never lost silently.
+            log.exception("could not settle hold %s (cost %d); it will be released by housekeeping", self.hold_id, cost)
+        used = usage or Usage()
+        metrics = gateway.metrics
+        if used.total_tokens:
+            metrics.tokens.labels(self.model.id, "prompt").inc(used.prompt_tokens)
+            metrics.tokens.labels(self.model.id, "completion").inc(used.completion_tokens)
+        if charge is not None:
+            if charge.charged:
+                metrics.credits.labels(self.model.id).inc(charge.charged)
+            if charge.uncollected:
+                metrics.uncollected.labels(self.model.id).inc(charge.uncollected)
+        gateway.usage.record(
+            UsageRecord(
+                request_id=self.hold_id,
+                account_id=self.caller.account_id,
+                key_id=self.caller.key_id,
+                model=self.model.id,
+                backend=self.backend,
+                endpoint=self.endpoint,
+                stream=self.stream,
+                prompt_tokens=used.prompt_tokens,
+                completion_tokens=used.completion_tokens,
+                credits=charge.charged if charge else 0,
+                status=status,
+                error_code=error_code,
+                latency_ms=(time.perf_counter() - self.started) * 1000,
+                created_at=gateway.clock.now(),
+            )
+        )
+        if charge is not None and charge.cost:
+            await gateway.emit(
+                Event(
+                    "request.charged",
+                    {
+                        "model": self.model.id,
+                        "credits": charge.charged,
+                        "uncollected": charge.uncollected,
+                        "balance": charge.balance_after,
+                    },
+                    self.caller.account_id,
+                )
+            )
+        return charge
+
+
+def insufficient_credits(gateway: Gateway, needed: int, available: int) -> InsufficientCredits:
+    """The 402 answer: OpenAI-shaped, with an absolute ``top_up_url`` and ``x-should-retry: false``."""
+    top_up_url = f"{gateway.settings.gateway.public_url}/billing/top-up"
+    return InsufficientCredits(
+        f"Insufficient credits: this request needs up to {needed} credits and {available} are available. "
+        f"Top up at {top_up_url}",
+        headers={"x-should-retry": "false"},
+        extra={"top_up_url": top_up_url, "credits_needed": needed, "credits_available": available},
+    )

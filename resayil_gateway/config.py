@@ -1,0 +1,346 @@
+"""Typed settings: built-in defaults < TOML file (``--config`` / ``RESAYIL_CONFIG``) < ``RESAYIL_*`` environment.
+
+The core owns ``[gateway]``, ``[billing]``, ``[plans.*]``, ``[packs.*]``, ``[routing]`` and ``[models]``; each
+plugin declares its own section through the ``register_settings`` hook with a pydantic model. Any key can be
+set from the environment as ``RESAYIL_<SECTION>__<KEY>`` ("__" between levels); ``RESAYIL_DATABASE_URL``,
+``RESAYIL_REDIS_URL``, ``RESAYIL_SECRET_KEY`` and ``RESAYIL_PUBLIC_URL`` are short aliases. A bad value, a
+wrong type or an unknown key raises :class:`ConfigError`, whose one-line message names the key.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "RESAYIL_"
+SHORT_ALIASES = {
+    "RESAYIL_DATABASE_URL": ("gateway", "database_url"),
+    "RESAYIL_REDIS_URL": ("gateway", "redis_url"),
+    "RESAYIL_SECRET_KEY": ("gateway", "secret_key"),
+    "RESAYIL_PUBLIC_URL": ("gateway", "public_url"),
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem, with a one-line message that names the key and what was expected."""
+
+
+class Section(BaseModel):
+    """Base for a settings section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(Section):
+    """``[gateway]``: where the gateway lives and what it connects to."""
+
+    public_url: str = "http://127.0.0.1:8080"
+    database_url: str = "sqlite+aiosqlite:///var/resayil.db"
+    redis_url: str = ""
+    timezone: str = "Asia/Kuwait"
+    default_language: Literal["ar", "en"] = "ar"
+    secret_key: SecretStr = SecretStr("")
+    secret_key_file: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    auth_cache_ttl_s: float = Field(30.0, ge=0)
+    shutdown_timeout_s: float = Field(30.0, ge=0)
+    hold_lease_s: float = Field(120.0, ge=5)
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://", "postgresql://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        if value.startswith("postgresql://"):
+            value = "postgresql+asyncpg://" + value[len("postgresql://") :]
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be empty or start with redis://, rediss:// or unix://")
+        return value
+
+
+class BillingSettings(Section):
+    """``[billing]``: currency, welcome credits and the hold used when a request names no ``max_tokens``."""
+
+    currency: Literal["KWD"] = "KWD"
+    signup_credits: int = Field(0, ge=0)
+    default_hold_tokens: int = Field(1024, ge=1)
+    credit_warning_ratio: float = Field(0.20, ge=0, le=1)
+
+
+class LocalizedName(Section):
+    """A name in English and Arabic."""
+
+    en: str
+    ar: str
+
+
+class PlanSettings(Section):
+    """``[plans.<id>]``: price, period, credits, rate limit, key allowance, model access and priority."""
+
+    name: LocalizedName
+    price_fils: int = Field(ge=0)
+    period_days: int = Field(30, ge=1)
+    credits: int = Field(ge=0)
+    requests_per_minute: int = Field(ge=1)
+    max_api_keys: int = Field(ge=0)
+    models: tuple[str, ...] = ("local:small", "local:medium")
+    priority: int = 0
+
+
+class PackSettings(Section):
+    """``[packs.<id>]``: a top-up pack of credits that never expire."""
+
+    credits: int = Field(ge=1)
+    price_fils: int = Field(ge=1)
+
+
+class RoutingSettings(Section):
+    """``[routing]``: when to fail over and how long a request may wait for capacity."""
+
+    failover_queue_depth: int = Field(3, ge=0)
+    max_queue_wait_s: float = Field(30.0, gt=0)
+
+
+class CatalogEntry(Section):
+    """``[models.catalog."<id>"]``: one model's backend kind, size class, multiplier and cloud equivalent."""
+
+    backend: Literal["local", "cloud"] = "local"
+    size: Literal["small", "medium", "large"] = "medium"
+    multiplier: float | None = Field(None, gt=0)
+    cloud_equivalent: str | None = None
+    upstream_name: str | None = None
+    capabilities: tuple[str, ...] = ("chat",)
+
+
+class ModelsSettings(Section):
+    """``[models]``: the restricted list, default multipliers and the catalog."""
+
+    restricted: tuple[str, ...] = ("glm-4.7-flash", "bge-m3", "nomic-embed-text")
+    local_multiplier: float = Field(1.0, gt=0)
+    cloud_multiplier: float = Field(2.0, gt=0)
+    catalog: dict[str, CatalogEntry] = Field(default_factory=dict)
+
+
+DEFAULT_PLANS: dict[str, dict[str, Any]] = {
+    "basic": {
+        "name": {"en": "Basic", "ar": "الأساسية"},
+        "price_fils": 2500,
+        "period_days": 30,
+        "credits": 100,
+        "requests_per_minute": 10,
+        "max_api_keys": 1,
+        "models": ["local:small", "local:medium"],
+        "priority": 0,
+    },
+    "pro": {
+        "name": {"en": "Pro", "ar": "الاحترافية"},
+        "price_fils": 7500,
+        "period_days": 30,
+        "credits": 500,
+        "requests_per_minute": 30,
+        "max_api_keys": 3,
+        "models": ["local:*", "cloud:*"],
+        "priority": 0,
+    },
+    "enterprise": {
+        "name": {"en": "Enterprise", "ar": "المؤسسات"},
+        "price_fils": 25000,
+        "period_days": 30,
+        "credits": 2000,
+        "requests_per_minute": 60,
+        "max_api_keys": 10,
+        "models": ["*"],
+        "priority": 10,
+    },
+}
+DEFAULT_PACKS: dict[str, dict[str, Any]] = {
+    "5k": {"credits": 5000, "price_fils": 5000},
+    "15k": {"credits": 15000, "price_fils": 12000},
+    "50k": {"credits": 50000, "price_fils": 35000},
+}
+DEFAULT_PLAN = "basic"
+
+CORE_SECTIONS: dict[str, type[Section]] = {
+    "gateway": GatewaySettings,
+    "billing": BillingSettings,
+    "routing": RoutingSettings,
+    "models": ModelsSettings,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every section, validated. Plugin sections are read with :meth:`section`."""
+
+    gateway: GatewaySettings
+    billing: BillingSettings
+    routing: RoutingSettings
+    models: ModelsSettings
+    plans: Mapping[str, PlanSettings]
+    packs: Mapping[str, PackSettings]
+    plugin_sections: Mapping[str, Section] = field(default_factory=dict)
+    source: str | None = None
+
+    def section(self, name: str) -> Any:
+        """A plugin's settings section by name (as it registered it); ``KeyError`` if none was."""
+        return self.plugin_sections[name]
+
+    def plan(self, plan_id: str) -> PlanSettings:
+        """A plan's settings; an unknown id falls back to the default plan's rules."""
+        return self.plans.get(plan_id) or self.plans[DEFAULT_PLAN]
+
+
+SettingsRegistrar = Callable[[str, type[Section]], None]
+
+
+def load_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    plugin_sections: Mapping[str, type[Section]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load and validate settings from defaults, an optional TOML file, the environment and ``overrides``.
+
+    ``plugin_sections`` maps a section name to the pydantic model a plugin registered for it. ``overrides``
+    (a nested mapping) wins over everything; tests use it. Raises :class:`ConfigError` on any problem.
+    """
+    env = env if env is not None else {}
+    plugin_sections = dict(plugin_sections or {})
+    known = set(CORE_SECTIONS) | {"plans", "packs"} | set(plugin_sections)
+    for name in plugin_sections:
+        if name in CORE_SECTIONS or name in {"plans", "packs"}:
+            raise ConfigError(f"plugin section [{name}] clashes with a core section")
+
+    raw: dict[str, Any] = {"plans": _copy(DEFAULT_PLANS), "packs": _copy(DEFAULT_PACKS)}
+    file_path = path or env.get("RESAYIL_CONFIG") or None
+    if file_path:
+        _deep_merge(raw, _read_toml(Path(file_path)), known, origin=str(file_path))
+    _deep_merge(raw, _environment_values(env, known), known, origin="environment")
+    if overrides:
+        _deep_merge(raw, _copy(dict(overrides)), known, origin="overrides")
+
+    sections: dict[str, Any] = {}
+    for name, model in CORE_SECTIONS.items():
+        sections[name] = _validate(model, raw.get(name, {}), name)
+    plans = {pid: _validate(PlanSettings, body, f"plans.{pid}") for pid, body in raw["plans"].items()}
+    if DEFAULT_PLAN not in plans:
+        raise ConfigError(f"plans.{DEFAULT_PLAN}: the default plan must exist")
+    packs = {pid: _validate(PackSettings, body, f"packs.{pid}") for pid, body in raw["packs"].items()}
+    plugins = {name: _validate(model, raw.get(name, {}), name) for name, model in plugin_sections.items()}
+    return Settings(
+        plans=plans,
+        packs=packs,
+        plugin_sections=plugins,
+        source=str(file_path) if file_path else None,
+        **sections,
+    )
+
+
+def _validate(model: type[Section], body: Any, where: str) -> Any:
+    if not isinstance(body, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(body).__name__}")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join([where, *(str(part) for part in first["loc"])])
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(f"{key}: unknown key") from None
+        if first["type"] == "missing":
+            raise ConfigError(f"{key}: required key is missing") from None
+        given = first.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{key}: {message}{shown}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+
+
+def _environment_values(env: Mapping[str, str], known: set[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, text in env.items():
+        if name in SHORT_ALIASES:
+            section, key = SHORT_ALIASES[name]
+            values.setdefault(section, {})[key] = text
+            continue
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if parts[0] not in known:
+            raise ConfigError(f"{name}: unknown section [{parts[0]}]")
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _parse_env_value(text)
+    return values
+
+
+def _parse_env_value(text: str) -> Any:
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def _deep_merge(target: dict[str, Any], incoming: Mapping[str, Any], known: set[str], origin: str) -> None:
+    for key, value in incoming.items():
+        if key not in known:
+            raise ConfigError(f"{key}: unknown section in {origin}")
+        _merge_into(target, key, value)
+
+
+def _merge_into(target: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+        for sub_key, sub_value in value.items():
+            _merge_into(target[key], sub_key, sub_value)
+    else:
+        target[key] = _copy(value)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
