@@ -70,6 +70,7 @@ class Gateway:
         self.payment_providers: dict[str, Any] = {}
         self.channels: dict[str, Any] = {}
         self.catalog = Catalog(settings.models, self.backends)
+        self._pending: set[asyncio.Future[Any]] = set()
         self.state.on_broadcast(self._on_broadcast)
         pm.hook.register_backends(register=self.register_backend, gateway=self)
         pm.hook.register_payment_providers(register=self._register_named(self.payment_providers), gateway=self)
@@ -126,6 +127,16 @@ class Gateway:
 
         return register
 
+    def track(self, task: asyncio.Future[Any]) -> None:
+        """Keep a background task (a settle after the response was sent) until it finishes."""
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for every tracked task: charges settle before shutdown (and before a test reads balances)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
     # -- events and audit --------------------------------------------------------------------------------
 
     async def emit(self, event: Event) -> None:
@@ -168,7 +179,8 @@ class Gateway:
             await backend.start()
 
     async def stop_services(self) -> None:
-        """Stop backends, flush batched writes, disconnect."""
+        """Finish pending charges, stop backends, flush batched writes, disconnect."""
+        await self.drain()
         for backend in self.backends.values():
             with contextlib.suppress(Exception):
                 await backend.close()

@@ -18,7 +18,7 @@ from ..domain import Caller, ChatDelta, ChatRequest, ModelInfo, Usage
 from ..errors import BackendError, GatewayError, ModelNotFound, NoCapacity, UpstreamUnavailable
 from ..plugins import await_me_maybe
 from ..routing.backends import Route
-from .keys import GATEWAY, REQUEST_ID
+from .keys import GATEWAY, MODEL, REQUEST_ID
 from .openai_format import DONE, ChunkEncoder, completion_body, embeddings_body, error_event
 from .parsing import parse_chat_request, parse_embedding_request, read_json
 
@@ -42,7 +42,6 @@ async def authenticate(request: web.Request, gateway: Gateway) -> Caller:
         from ..errors import AuthenticationFailed
 
         raise AuthenticationFailed("No credentials were accepted.")
-    request["caller"] = caller
     return caller
 
 
@@ -81,7 +80,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, gateway.settings.gateway.max_body_bytes)
     chat = parse_chat_request(body)
     model = resolve_model(gateway, caller, chat.model)
-    request["model"] = model.id
+    request[MODEL] = model.id
     route = choose_route(gateway, caller, chat, model)
     meter = Meter(gateway, caller, model, request[REQUEST_ID], "chat", chat.stream)
     meter.backend = route.backend.name
@@ -245,7 +244,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, gateway.settings.gateway.max_body_bytes)
     embed = parse_embedding_request(body)
     model = resolve_model(gateway, caller, embed.model)
-    request["model"] = model.id
+    request[MODEL] = model.id
     backend = gateway.backends.get(model.backend)
     if backend is None:
         raise NoCapacity("No backend can serve this model right now.", headers={"Retry-After": "5"})

@@ -11,3 +11,4 @@ if TYPE_CHECKING:
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+MODEL: web.RequestKey[str] = web.RequestKey("model", str)

@@ -75,7 +75,9 @@ class Meter:
         if self._done:
             return None
         self._done = True
-        return await asyncio.shield(self._finish(usage, status, error_code))
+        task = asyncio.ensure_future(self._finish(usage, status, error_code))
+        self.gateway.track(task)
+        return await asyncio.shield(task)
 
     async def _finish(self, usage: Usage | None, status: int, error_code: str | None) -> Charge | None:
         gateway = self.gateway

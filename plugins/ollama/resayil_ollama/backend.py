@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 JSON_HEADERS = {"Content-Type": "application/json"}
 READY_TIMEOUT_S = 2.0
 DISCOVERY_TIMEOUT_S = 5.0
-READ_BUFSIZE = 1 << 20  # lines up to twice this size (a big tool call) still fit the reader's buffer
 UNREACHABLE = "the local model server is unreachable"
 
 
@@ -78,12 +77,11 @@ class OllamaBackend:
                 connect=self.settings.connect_timeout_s,
                 sock_connect=self.settings.connect_timeout_s,
             )
-            self._session = aiohttp.ClientSession(timeout=timeout, read_bufsize=READ_BUFSIZE)
+            connector = aiohttp.TCPConnector(limit=max(100, 2 * self.max_concurrency))
+            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
         if self.settings.discover and self._discovery_task is None:
             await self.refresh_models()
-            self._discovery_task = asyncio.create_task(
-                self._discover_forever(), name=f"{self.name}-discovery"
-            )
+            self._discovery_task = asyncio.create_task(self._discover_forever(), name=f"{self.name}-discovery")
 
     async def close(self) -> None:
         """Stop the discovery task and close the HTTP session."""
@@ -107,9 +105,11 @@ class OllamaBackend:
 
         A failure is logged as a warning once, until discovery works again.
         """
+        if self._session is None:
+            return False
         try:
             async with asyncio.timeout(DISCOVERY_TIMEOUT_S):
-                async with self._require_session().get(f"{self._url}/api/tags") as resp:
+                async with self._session.get(f"{self._url}/api/tags") as resp:
                     resp.raise_for_status()
                     data = orjson.loads(await resp.read())
             models = translate.discovered_models(data)
@@ -180,17 +180,24 @@ class OllamaBackend:
         resp = await self._post("/api/chat", body, deadline)
         finished = False
         try:
+            pending = b""
             while not translator.done:
-                line = await self._read_line(resp, deadline)
-                deadline = loop.time() + self.settings.read_timeout_s
-                if not line:
-                    raise UpstreamUnavailable(
-                        "the local model server ended the answer before it was complete"
-                    )
-                if line.isspace():
-                    continue
-                for delta in translator.feed(_parse(line)):
-                    yield delta
+                # Read what has arrived and handle every complete line in it: one timeout per network read,
+                # not per line, and never more than the unfinished last line kept in memory.
+                chunk = await self._read_chunk(resp, deadline)
+                if not chunk:
+                    if not pending.strip():
+                        raise UpstreamUnavailable("the local model server ended the answer before it was done")
+                    chunk = b"\n"  # the last line had no newline
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if not line or line.isspace():
+                        continue
+                    for delta in translator.feed(_parse(line)):
+                        yield delta
+                    deadline = loop.time() + self.settings.read_timeout_s
+                    if translator.done:
+                        break
             finished = True
         finally:
             if finished:
@@ -204,7 +211,7 @@ class OllamaBackend:
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
         if self.settings.keep_alive is not None:
-            body["keep_alive"] = self.settings.keep_alive
+            body["keep_alive"] = translate.keep_alive_value(self.settings.keep_alive)
         resp = await self._post("/api/embed", body)
         data = await self._read_json(resp)
         if "error" in data:
@@ -214,9 +221,7 @@ class OllamaBackend:
             raise UpstreamUnavailable("the local model server returned a malformed embedding answer")
         prompt_tokens = data.get("prompt_eval_count")
         usage = Usage(
-            prompt_tokens=prompt_tokens
-            if isinstance(prompt_tokens, int)
-            else request.estimated_prompt_tokens()
+            prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else request.estimated_prompt_tokens()
         )
         return EmbeddingResult(vectors=tuple(tuple(vector) for vector in vectors), usage=usage)
 
@@ -232,9 +237,7 @@ class OllamaBackend:
             raise UpstreamUnavailable(f"backend {self.name} is not started")
         return self._session
 
-    async def _post(
-        self, path: str, body: Mapping[str, Any], deadline: float | None = None
-    ) -> aiohttp.ClientResponse:
+    async def _post(self, path: str, body: Mapping[str, Any], deadline: float | None = None) -> aiohttp.ClientResponse:
         """POST ``body`` and wait for the response headers (until ``deadline``, a loop time; by default
         ``first_token_timeout_s`` from now). A non-2xx answer raises the mapped error."""
         session = self._require_session()
@@ -281,13 +284,14 @@ class OllamaBackend:
         return _parse(raw)
 
     @staticmethod
-    async def _read_line(resp: aiohttp.ClientResponse, deadline: float) -> bytes:
+    async def _read_chunk(resp: aiohttp.ClientResponse, deadline: float) -> bytes:
+        """Whatever part of the body has arrived (``b""`` at the end), waiting until ``deadline`` at most."""
         try:
             async with asyncio.timeout_at(deadline):
-                return await resp.content.readline()
+                return await resp.content.readany()
         except TimeoutError:
             raise UpstreamTimeout("the local model server stopped sending in time") from None
-        except (aiohttp.ClientError, OSError, ValueError):
+        except (aiohttp.ClientError, OSError):
             raise UpstreamUnavailable("the local model server closed the connection") from None
 
 

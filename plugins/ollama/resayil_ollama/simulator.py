@@ -88,9 +88,7 @@ KNOWN_MODELS = {
     model.name: model
     for model in (
         SimModel("llama3.2:3b"),
-        SimModel(
-            "qwen2.5-coder:14b", "qwen2", "14.8B", "Q4_K_M", 8_988_124_069, ("completion", "tools", "insert")
-        ),
+        SimModel("qwen2.5-coder:14b", "qwen2", "14.8B", "Q4_K_M", 8_988_124_069, ("completion", "tools", "insert")),
         SimModel("smollm2:135m", "llama", "134.52M", "F16", 270_898_672),
         SimModel("bge-m3:latest", "bert", "566.70M", "F16", 1_157_672_605, ("embedding",), 1024),
         SimModel("nomic-embed-text:latest", "nomic-bert", "137M", "F16", 274_302_450, ("embedding",), 768),
@@ -248,9 +246,7 @@ async def start_simulator(host: str = "127.0.0.1", port: int = 0, **config: Any)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", charset="utf-8"
-    )
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", charset="utf-8")
 
 
 def _error(message: str, status: int) -> web.Response:
@@ -400,14 +396,10 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         sim.stats.errors += 1
         return _error("simulated internal server error (__sim_http_500__)", 500)
     stream = body.get("stream", True) is not False
-    return await _serve(
-        request, sim, model, lambda: _stream(request, sim, plan) if stream else _whole(sim, plan)
-    )
+    return await _serve(request, sim, model, lambda: _stream(request, sim, plan) if stream else _whole(sim, plan))
 
 
-async def _serve(
-    request: web.Request, sim: Simulator, model: SimModel, work: Callable[[], Any]
-) -> web.StreamResponse:
+async def _serve(request: web.Request, sim: Simulator, model: SimModel, work: Callable[[], Any]) -> web.StreamResponse:
     """Run ``work`` holding one of the model's slots, keeping the counters true whatever happens."""
     try:
         slots = await sim.acquire(model)
@@ -473,9 +465,7 @@ async def _whole(sim: Simulator, plan: _Plan) -> web.Response:
 
 
 def _pieces(plan: _Plan) -> list[dict[str, Any]]:
-    pieces: list[dict[str, Any]] = [
-        {"role": "assistant", "content": "", "thinking": t} for t in plan.thinking
-    ]
+    pieces: list[dict[str, Any]] = [{"role": "assistant", "content": "", "thinking": t} for t in plan.thinking]
     pieces += [{"role": "assistant", "content": t} for t in plan.tokens]
     if plan.tool_calls:
         pieces.append({"role": "assistant", "content": "", "tool_calls": plan.tool_calls})
@@ -497,9 +487,7 @@ async def _stream(request: web.Request, sim: Simulator, plan: _Plan) -> web.Stre
     interval = 1 / config.tokens_per_second if config.tokens_per_second else 0.0
     if not interval:
         stamp = _now()
-        lines = [
-            orjson.dumps({"model": name, "created_at": stamp, "message": m, "done": False}) for m in pieces
-        ]
+        lines = [orjson.dumps({"model": name, "created_at": stamp, "message": m, "done": False}) for m in pieces]
         await response.write(b"\n".join([*lines, b""]))
     else:
         for index, message in enumerate(pieces):
@@ -566,20 +554,14 @@ async def _embed(request: web.Request) -> web.StreamResponse:
 
 @click.command("ollama-simulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port", default=11434, show_default=True, type=int, help="Port to listen on (0: any free port)."
-)
-@click.option(
-    "--first-token-ms", default=0.0, show_default=True, type=float, help="Delay before the first token."
-)
+@click.option("--port", default=11434, show_default=True, type=int, help="Port to listen on (0: any free port).")
+@click.option("--first-token-ms", default=0.0, show_default=True, type=float, help="Delay before the first token.")
 @click.option(
     "--tokens-per-second", default=0.0, show_default=True, type=float, help="Token rate; 0 sends all at once."
 )
 @click.option("--parallel", default=1, show_default=True, type=int, help="Parallel slots per model.")
 @click.option("--max-queue", default=512, show_default=True, type=int, help="Pending requests before a 503.")
-@click.option(
-    "--models", default=",".join(DEFAULT_MODELS), show_default=True, help="Comma-separated model names."
-)
+@click.option("--models", default=",".join(DEFAULT_MODELS), show_default=True, help="Comma-separated model names.")
 @click.option("--reply-tokens", default=24, show_default=True, type=int, help="Tokens in each answer.")
 def simulator_command(
     host: str,

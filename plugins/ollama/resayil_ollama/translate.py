@@ -58,8 +58,14 @@ def chat_body(
     if think is not None:
         body["think"] = think
     if keep_alive is not None:
-        body["keep_alive"] = keep_alive
+        body["keep_alive"] = keep_alive_value(keep_alive)
     return body
+
+
+def keep_alive_value(keep_alive: str) -> str | int:
+    """Ollama's ``keep_alive``: a duration such as ``"30m"`` as is, a bare number as seconds (``-1``: forever)."""
+    stripped = keep_alive.strip()
+    return int(stripped) if stripped.lstrip("-").isdigit() else stripped
 
 
 def ollama_options(request: ChatRequest, num_ctx: int | None = None) -> dict[str, Any]:
@@ -189,9 +195,7 @@ def new_tool_call_id() -> str:
     return "call_" + secrets.token_hex(12)
 
 
-def openai_tool_calls(
-    calls: Sequence[Any], first_index: int = 0, *, streamed: bool
-) -> tuple[dict[str, Any], ...]:
+def openai_tool_calls(calls: Sequence[Any], first_index: int = 0, *, streamed: bool) -> tuple[dict[str, Any], ...]:
     """Ollama tool calls → OpenAI's: generated ids, ``type: "function"``, arguments as a JSON string.
 
     ``streamed`` adds the ``index`` OpenAI puts on streamed tool-call pieces, counting from ``first_index``.
@@ -205,9 +209,7 @@ def openai_tool_calls(
             "type": "function",
             "function": {
                 "name": function.get("name", ""),
-                "arguments": arguments
-                if isinstance(arguments, str)
-                else json.dumps(arguments, ensure_ascii=False),
+                "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False),
             },
         }
         if streamed:

@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
-import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import aioresponses.core
 import pytest
-from aiohttp import ClientResponse, web
+from aiohttp import web
 from ollama_helpers import FAKE_URL
-
 from resayil_ollama.backend import OllamaBackend
 from resayil_ollama.settings import OllamaSettings
 from resayil_ollama.simulator import SIMULATOR, Simulator, start_simulator
-
-class _CompatResponse(ClientResponse):
-    """aioresponses 0.7.9 builds responses without ``stream_writer``, which aiohttp ≥ 3.12 requires."""
-
-    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-@pytest.fixture(autouse=True)
-def _aioresponses_compat(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Let aioresponses build responses on this aiohttp (a no-op where it already can)."""
-    if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
-        monkeypatch.setattr(aioresponses.core, "ClientResponse", _CompatResponse)
-    yield
 
 
 @pytest.fixture

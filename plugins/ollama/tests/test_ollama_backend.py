@@ -10,6 +10,10 @@ import orjson
 import pytest
 from aioresponses import aioresponses
 from ollama_helpers import FAKE_URL, chat_request
+from resayil_ollama.backend import OllamaBackend
+from resayil_ollama.settings import OllamaSettings
+from yarl import URL
+
 from resayil_gateway.domain import EmbeddingRequest, Usage
 from resayil_gateway.errors import (
     NoCapacity,
@@ -19,10 +23,6 @@ from resayil_gateway.errors import (
     UpstreamUnavailable,
 )
 from resayil_gateway.routing.backends import Backend
-from yarl import URL
-
-from resayil_ollama.backend import OllamaBackend
-from resayil_ollama.settings import OllamaSettings
 
 CHAT = f"{FAKE_URL}/api/chat"
 TAGS = f"{FAKE_URL}/api/tags"
@@ -103,6 +103,33 @@ async def test_stream_chat_skips_blank_lines(backend):
         mocked.post(CHAT, body=b"\n" + ndjson(token("a")) + b"\n\n" + ndjson(FINAL))
         deltas = await collect(backend)
     assert [d.content for d in deltas] == ["a", None]
+
+
+async def test_stream_chat_joins_lines_split_across_network_reads(backend, monkeypatch):
+    pieces = iter(
+        [
+            b'{"message":{"role":"assistant","con',
+            b'tent":"Hi"},"done":false}\n{"message":{"content":"!"},"done":false}\n{"done":true,',
+            b'"done_reason":"stop","eval_count":2}\n',
+        ]
+    )
+
+    async def read_chunk(resp, deadline):
+        return next(pieces, b"")
+
+    monkeypatch.setattr(backend, "_read_chunk", read_chunk)
+    with aioresponses() as mocked:
+        mocked.post(CHAT, body=b"")
+        deltas = await collect(backend)
+    assert [d.content for d in deltas] == ["Hi", "!", None]
+    assert deltas[-1].usage is not None and deltas[-1].usage.completion_tokens == 2
+
+
+async def test_stream_chat_reads_a_last_line_without_newline(backend):
+    with aioresponses() as mocked:
+        mocked.post(CHAT, body=ndjson(token("a")) + orjson.dumps(FINAL))
+        deltas = await collect(backend)
+    assert deltas[-1].finish_reason == "stop"
 
 
 async def test_stream_chat_relays_tool_calls(backend):
@@ -293,6 +320,16 @@ async def test_unchanged_refresh_keeps_the_same_list_object():
 
 async def test_discovery_refreshes_in_the_background():
     backend = OllamaBackend(OllamaSettings(url=FAKE_URL, discover=True, discovery_interval_s=0.01))
+    found = asyncio.Event()
+    refresh = backend.refresh_models
+
+    async def watched_refresh() -> bool:
+        ok = await refresh()
+        if backend.models():
+            found.set()
+        return ok
+
+    backend.refresh_models = watched_refresh  # type: ignore[method-assign]
     with aioresponses() as mocked:
         mocked.get(TAGS, payload={"models": []})
         mocked.get(TAGS, payload=TAGS_ANSWER, repeat=True)
@@ -300,8 +337,7 @@ async def test_discovery_refreshes_in_the_background():
         try:
             assert backend.models() == ()
             async with asyncio.timeout(5):
-                while not backend.models():
-                    await asyncio.sleep(0.01)
+                await found.wait()
         finally:
             await backend.close()
     assert len(backend.models()) == 2

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import click
 import pytest
 from pydantic import ValidationError
-from resayil_gateway.config import ConfigError, load_settings
-from resayil_gateway.plugins import DEFAULT_PLUGINS, make_plugin_manager
-
 from resayil_ollama import plugin
 from resayil_ollama.backend import OllamaBackend
 from resayil_ollama.settings import OllamaSettings
+
+from resayil_gateway.config import ConfigError, load_settings
+from resayil_gateway.plugins import DEFAULT_PLUGINS, make_plugin_manager
 
 
 def gateway_with(settings: OllamaSettings) -> SimpleNamespace:
@@ -85,5 +85,5 @@ def test_settings_load_from_the_environment_through_the_core():
 
 
 def test_unknown_settings_key_is_refused_by_the_core():
-    with pytest.raises(ConfigError, match="ollama.colour"):
+    with pytest.raises(ConfigError, match=r"ollama\.colour"):
         load_settings(env={"RESAYIL_OLLAMA__COLOUR": "red"}, plugin_sections={"ollama": OllamaSettings})

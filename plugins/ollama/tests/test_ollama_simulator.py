@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import socket
-import subprocess
 import sys
 
 import aiohttp
@@ -14,12 +12,10 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from ollama_helpers import chat_request
-from resayil_gateway.domain import EmbeddingRequest
-from resayil_gateway.errors import UpstreamModelNotFound, UpstreamTimeout, UpstreamUnavailable
-
 from resayil_ollama.simulator import BUSY_ERROR, SimulatorConfig, simulator_command
 
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+from resayil_gateway.domain import EmbeddingRequest
+from resayil_gateway.errors import UpstreamModelNotFound, UpstreamTimeout, UpstreamUnavailable
 
 HI = {"role": "user", "content": "hi"}
 
@@ -169,10 +165,11 @@ async def test_waiting_request_runs_when_the_slot_frees(simulator):
 
 async def test_separate_models_have_separate_slots(simulator):
     sim = await simulator(parallel=1, max_queue=0, tokens_per_second=50, reply_tokens=500)
-    async with aiohttp.ClientSession() as session:
-        async with session.post(sim.url + "/api/chat", json={"model": "llama3.2:3b", "messages": [HI]}) as a:
-            await a.content.readline()
-            status, _, _ = await post(sim.url, "/api/chat", {"model": "smollm2:135m", "messages": [HI]})
+    body = {"model": "llama3.2:3b", "messages": [HI]}
+    async with aiohttp.ClientSession() as session, session.post(sim.url + "/api/chat", json=body) as holder:
+        await holder.content.readline()
+        other = {"model": "smollm2:135m", "messages": [HI], "options": {"num_predict": 1}}
+        status, _, _ = await post(sim.url, "/api/chat", other)
     assert status == 200
 
 
@@ -320,9 +317,10 @@ async def test_python_dash_m_serves_ollamas_api():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = [sys.executable, "-m", "resayil_ollama.simulator", "--port", str(port), "--models", "tiny:1b"]
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["-m", "resayil_ollama.simulator", "--port", str(port), "--models", "tiny:1b"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
     try:
         async with asyncio.timeout(10), aiohttp.ClientSession() as session:
             while True:
@@ -334,5 +332,6 @@ async def test_python_dash_m_serves_ollamas_api():
                     await asyncio.sleep(0.05)
     finally:
         process.terminate()
-        process.wait(timeout=5)
+        async with asyncio.timeout(5):
+            await process.wait()
     assert names == ["tiny:1b"]

@@ -6,11 +6,11 @@ import json
 import re
 
 import pytest
-from resayil_gateway.domain import ChatRequest, Usage
-from resayil_gateway.errors import InvalidRequest, UpstreamUnavailable
-
 from resayil_ollama import translate
 from resayil_ollama.translate import StreamTranslator, chat_body, chat_result, discovered_models
+
+from resayil_gateway.domain import ChatRequest, Usage
+from resayil_gateway.errors import InvalidRequest, UpstreamUnavailable
 
 USER = {"role": "user", "content": "hi"}
 
@@ -61,6 +61,10 @@ def test_num_ctx_from_settings_goes_into_options():
 def test_keep_alive_is_sent_when_configured():
     assert chat_body(request(), "m", stream=False, keep_alive="30m")["keep_alive"] == "30m"
     assert "keep_alive" not in body()
+
+
+def test_numeric_keep_alive_is_sent_as_seconds():
+    assert chat_body(request(), "m", stream=False, keep_alive="-1")["keep_alive"] == -1
 
 
 def test_tools_are_passed_through():

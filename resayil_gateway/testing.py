@@ -1,0 +1,422 @@
+"""What a plugin author needs to test a plugin on its own: a fake clock, a scripted backend, a migrated
+gateway on SQLite or PostgreSQL, and pytest fixtures that run a test on both stores.
+
+The core registers this module as a pytest plugin (entry point ``pytest11``), so its fixtures are available
+in any test suite once ``resayil-gateway`` is installed: ``async def test_x(gateway): ...`` runs once on SQLite + in-process state and once on PostgreSQL +
+Redis (skipped, with the reason, when they are not reachable). ``RESAYIL_TEST_POSTGRES`` and
+``RESAYIL_TEST_REDIS`` override the default addresses; ``RESAYIL_TEST_STACKS=sqlite`` limits the stacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import shutil
+import types
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .clock import Clock
+from .domain import (
+    BackendKind,
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    DiscoveredModel,
+    EmbeddingRequest,
+    EmbeddingResult,
+    Usage,
+)
+from .gateway import Gateway
+from .plugins import hookimpl
+from .store import Store, upgrade
+from .store.tables import metadata
+
+POSTGRES_ADMIN_URL = os.environ.get("RESAYIL_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("RESAYIL_TEST_REDIS", "redis://127.0.0.1:6379/0")
+TEST_SECRET = "test-secret-key-for-hashing-api-keys-0123456789"
+
+
+class FakeClock(Clock):
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: datetime | None = None, timezone: str = "Asia/Kuwait") -> None:
+        super().__init__(timezone)
+        self._now = start or datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+        self._mono = 1000.0
+
+    def now(self) -> datetime:
+        """The fake current time."""
+        return self._now
+
+    def monotonic(self) -> float:
+        """The fake monotonic time."""
+        return self._mono
+
+    def advance(self, seconds: float = 0, **delta: float) -> None:
+        """Move time forward by ``seconds`` (and/or ``days=``, ``hours=``, ...)."""
+        step = timedelta(seconds=seconds, **delta)
+        self._now += step
+        self._mono += step.total_seconds()
+
+
+@dataclass
+class FakeBackend:
+    """A scripted backend: answers ``reply`` word by word, or raises ``error`` (before output, or after
+    ``error_after`` words when streaming). ``started``/``closed`` count calls, to prove cancellation."""
+
+    name: str = "fake"
+    kind: BackendKind = "local"
+    max_concurrency: int = 8
+    reply: str = "Hello from the fake backend"
+    prompt_tokens: int = 10
+    model_names: Sequence[str] = ("fake-small", "fake-medium")
+    error: Exception | None = None
+    error_after: int | None = None
+    delay: float = 0.0
+    gate: asyncio.Event | None = None
+    started: int = 0
+    finished: int = 0
+    cancelled: int = 0
+    requests: list[ChatRequest] = field(default_factory=list)
+    _models: tuple[DiscoveredModel, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._models = tuple(DiscoveredModel(name) for name in self.model_names)
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    def models(self) -> Sequence[DiscoveredModel]:
+        """The scripted model list."""
+        return self._models
+
+    def set_models(self, names: Iterable[str]) -> None:
+        """Replace the model list (as a discovery refresh would)."""
+        self._models = tuple(DiscoveredModel(name) for name in names)
+
+    async def ready(self) -> bool:
+        """Always ready."""
+        return True
+
+    def _words(self, request: ChatRequest) -> list[str]:
+        words = self.reply.split(" ")
+        pieces = [word if i == 0 else " " + word for i, word in enumerate(words)]
+        if request.max_tokens is not None:
+            pieces = pieces[: request.max_tokens]
+        return pieces
+
+    async def _wait(self) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
+
+    async def chat(self, request: ChatRequest, model: str) -> ChatResult:
+        """The whole reply, or the scripted error."""
+        self.requests.append(request)
+        self.started += 1
+        try:
+            await self._wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if self.error is not None and self.error_after is None:
+            raise self.error
+        pieces = self._words(request)
+        self.finished += 1
+        reason = "length" if request.max_tokens is not None and len(pieces) >= request.max_tokens else "stop"
+        return ChatResult("".join(pieces), reason, Usage(self.prompt_tokens, len(pieces)))
+
+    async def stream_chat(self, request: ChatRequest, model: str) -> AsyncIterator[ChatDelta]:
+        """The reply one word per delta; the scripted error before or after ``error_after`` words."""
+        self.requests.append(request)
+        self.started += 1
+        try:
+            await self._wait()
+            if self.error is not None and not self.error_after:
+                raise self.error
+            pieces = self._words(request)
+            for index, piece in enumerate(pieces):
+                if self.error is not None and self.error_after is not None and index == self.error_after:
+                    raise self.error
+                yield ChatDelta(content=piece)
+                await asyncio.sleep(0)
+            reason = "length" if request.max_tokens is not None and len(pieces) >= request.max_tokens else "stop"
+            self.finished += 1
+            yield ChatDelta(finish_reason=reason, usage=Usage(self.prompt_tokens, len(pieces)))
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1
+            raise
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResult:
+        """One short deterministic vector per input."""
+        if self.error is not None:
+            raise self.error
+        vectors = tuple(tuple(float((len(text) + i) % 7) for i in range(4)) for text in request.inputs)
+        return EmbeddingResult(vectors, Usage(sum(len(text.split()) for text in request.inputs), 0))
+
+
+class FakeBackendPlugin:
+    """A plugin object registering the given backends (pass it in ``plugins=``)."""
+
+    def __init__(self, *backends: Any) -> None:
+        self.backends = backends
+
+    @hookimpl
+    def register_backends(self, register: Any, gateway: Gateway) -> None:
+        """Register the scripted backends."""
+        for backend in self.backends:
+            register(backend)
+
+
+def build_gateway(
+    database_url: str,
+    *,
+    redis_url: str = "",
+    plugins: Iterable[Any] = (),
+    overrides: Mapping[str, Any] | None = None,
+    clock: Clock | None = None,
+    load_entrypoints: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> Gateway:
+    """A gateway for tests: the given store and state, a fixed secret, only ``plugins`` unless
+    ``load_entrypoints``. ``overrides`` is a nested mapping of settings."""
+    merged: dict[str, Any] = {
+        "gateway": {"database_url": database_url, "redis_url": redis_url, "secret_key": TEST_SECRET}
+    }
+    for section, values in (overrides or {}).items():
+        if isinstance(values, Mapping) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return Gateway.build(
+        None,
+        env=env if env is not None else {},
+        overrides=merged,
+        plugins=plugins,
+        load_entrypoints=load_entrypoints,
+        clock=clock,
+    )
+
+
+@dataclass(frozen=True)
+class SeededAccount:
+    """An account made for a test, with its API key (the secret) and id."""
+
+    id: int
+    email: str
+    key: str
+
+
+async def seed_account(
+    gateway: Gateway,
+    *,
+    credits: int = 0,
+    email: str = "dev@example.com",
+    phone: str = "+96550000000",
+    plan: str | None = None,
+    role: str = "user",
+) -> SeededAccount:
+    """Create an account with ``credits`` top-up credits, an optional plan, and one API key."""
+    from .billing.plans import activate_plan
+
+    account = await gateway.accounts.create(email, phone, "test-password-123", role=role)
+    if plan is not None:
+        await activate_plan(gateway, account.id, plan, ref=f"seed-plan:{account.id}", actor="test")
+    if credits:
+        await gateway.ledger.grant(account.id, credits, bucket="topup", ref=f"seed:{account.id}", reason="topup")
+    key = await gateway.keys.create(account.id, "test", enforce_limit=False)
+    return SeededAccount(account.id, account.email, key.secret)
+
+
+# -- stores for the suite ---------------------------------------------------------------------------------
+
+
+async def _postgres_reachable() -> str | None:
+    try:
+        import asyncpg
+
+        url = POSTGRES_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
+        conn = await asyncio.wait_for(asyncpg.connect(url), 3)
+        await conn.close()
+    except Exception as exc:
+        return f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable ({type(exc).__name__})"
+    try:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(REDIS_URL)
+        await asyncio.wait_for(client.ping(), 3)
+        await client.aclose()
+    except Exception as exc:
+        return f"Redis at {REDIS_URL} is not reachable ({type(exc).__name__})"
+    return None
+
+
+async def create_postgres_database() -> str:
+    """A fresh, migrated PostgreSQL database for this test run; returns its URL."""
+    import asyncpg
+
+    name = f"resayil_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = POSTGRES_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    store = Store(url)
+    try:
+        await upgrade(store)
+    finally:
+        await store.dispose()
+    return url
+
+
+async def drop_postgres_database(url: str) -> None:
+    """Drop a database made by :func:`create_postgres_database`."""
+    import asyncpg
+
+    name = url.rsplit("/", 1)[1]
+    admin = POSTGRES_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def create_sqlite_template(path: Path) -> Path:
+    """A migrated SQLite file to copy for each test."""
+    store = Store(f"sqlite+aiosqlite:///{path}")
+    try:
+        await upgrade(store)
+    finally:
+        await store.dispose()
+    return path
+
+
+async def truncate_all(store: Store) -> None:
+    """Empty every table (PostgreSQL), so each test starts from a clean, migrated schema."""
+    names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+    async with store.begin() as conn:
+        await conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+
+async def _truncate(url: str) -> None:
+    store = Store(url)
+    try:
+        await truncate_all(store)
+    finally:
+        await store.dispose()
+
+
+# -- pytest fixtures -------------------------------------------------------------------------------------
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - fixtures are for test runs only
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+    _STACKS = [name.strip() for name in os.environ.get("RESAYIL_TEST_STACKS", "sqlite,postgres").split(",")]
+
+    @pytest.fixture(autouse=True)
+    def _aioresponses_compat(monkeypatch: Any) -> None:
+        """Let aioresponses (0.7.9) build responses on aiohttp >= 3.12, which added ``stream_writer``; a no-op
+        where aioresponses is not installed or already compatible."""
+        try:
+            import aioresponses.core
+            from aiohttp import ClientResponse
+        except ImportError:
+            return
+        if "stream_writer" not in inspect.signature(ClientResponse.__init__).parameters:
+            return
+
+        class CompatResponse(ClientResponse):
+            def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
+                kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
+                super().__init__(method, url, **kwargs)
+
+        monkeypatch.setattr(aioresponses.core, "ClientResponse", CompatResponse)
+
+    @pytest.fixture(scope="session")
+    def _sqlite_template(tmp_path_factory: Any) -> Path:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        return asyncio.run(create_sqlite_template(path))
+
+    @pytest.fixture(scope="session")
+    def _postgres_database() -> Any:
+        reason = asyncio.run(_postgres_reachable())
+        if reason:
+            yield None, reason
+            return
+        url = asyncio.run(create_postgres_database())
+        yield url, None
+        asyncio.run(drop_postgres_database(url))
+
+    @pytest.fixture(params=[s for s in ("sqlite", "postgres") if s in _STACKS])
+    def stack(request: Any) -> str:
+        """Which store and state the test runs on: ``sqlite`` (in-process) or ``postgres`` (with Redis)."""
+        return str(request.param)
+
+    @dataclass
+    class StackInfo:
+        """Where a test's gateway keeps its data."""
+
+        name: str
+        database_url: str
+        redis_url: str
+
+    @pytest.fixture
+    def stack_info(stack: str, request: Any, tmp_path: Path) -> StackInfo:
+        """The database and Redis URLs of the current stack, with a clean schema."""
+        if stack == "sqlite":
+            template: Path = request.getfixturevalue("_sqlite_template")
+            target = tmp_path / "resayil.db"
+            shutil.copyfile(template, target)
+            return StackInfo("sqlite", f"sqlite+aiosqlite:///{target}", "")
+        url, reason = request.getfixturevalue("_postgres_database")
+        if url is None:
+            pytest.skip(reason)
+        asyncio.run(_truncate(url))
+        return StackInfo("postgres", url, REDIS_URL)
+
+    @pytest.fixture
+    def clock() -> FakeClock:
+        """A fake clock starting at 2026-01-15 09:00 UTC."""
+        return FakeClock()
+
+    @pytest.fixture
+    def fake_backend() -> FakeBackend:
+        """A scripted local backend serving ``fake-small`` and ``fake-medium``."""
+        return FakeBackend()
+
+    @pytest.fixture
+    async def make_gateway(stack_info: StackInfo) -> AsyncIterator[Any]:
+        """A factory of gateways on the current stack; every gateway it made is disposed of afterwards."""
+        made: list[Gateway] = []
+
+        def factory(**kwargs: Any) -> Gateway:
+            kwargs.setdefault("redis_url", stack_info.redis_url)
+            gateway = build_gateway(stack_info.database_url, **kwargs)
+            made.append(gateway)
+            return gateway
+
+        yield factory
+        for gateway in made:
+            await gateway.store.dispose()
+
+    @pytest.fixture
+    async def gateway(make_gateway: Any, clock: FakeClock) -> Gateway:
+        """A migrated gateway on the current stack with the fake clock and no backends."""
+        gateway: Gateway = make_gateway(clock=clock)
+        return gateway
