@@ -420,3 +420,15 @@ if pytest is not None:
         """A migrated gateway on the current stack with the fake clock and no backends."""
         gateway: Gateway = make_gateway(clock=clock)
         return gateway
+
+
+def describe_stacks() -> str:
+    """One line saying which stacks the suite will run on (printed by ``make test``)."""
+    reason = asyncio.run(_postgres_reachable())
+    if reason:
+        return f"test stacks: SQLite + in-process only; PostgreSQL + Redis tests are SKIPPED: {reason}"
+    return "test stacks: SQLite + in-process, and PostgreSQL + Redis (both reachable)"
+
+
+if __name__ == "__main__":
+    print(describe_stacks())

@@ -1,0 +1,38 @@
+# Two commands on a fresh clone: `make run` and `make test`. Nothing else is needed but python3 and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The core and every bundled distribution, installed editable; a new plugin adds its folder here.
+DISTS := . plugins/ollama examples/plugin-hello
+PYPROJECTS := $(addsuffix /pyproject.toml,$(DISTS))
+
+.PHONY: run test lint typecheck unit bench clean
+
+$(STAMP): $(PYPROJECTS) constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+		-e ".[dev]" $(addprefix -e ,$(filter-out .,$(DISTS)))
+	@$(BIN)/python -c "import resayil_gateway, resayil_ollama" && touch $(STAMP)
+
+run: $(STAMP)
+	RESAYIL_DISABLE_PLUGINS=$${RESAYIL_DISABLE_PLUGINS:-hello} $(BIN)/python examples/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy resayil_gateway plugins/ollama/resayil_ollama
+
+unit: $(STAMP)
+	@$(BIN)/python -m resayil_gateway.testing --describe-stacks
+	$(BIN)/python -m pytest -q -rs
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

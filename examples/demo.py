@@ -1,0 +1,99 @@
+"""``make run``: the Resayil deployment on embedded defaults, offline.
+
+Starts the bundled Ollama simulator, migrates a SQLite database under ``var/``, makes a demo account with
+credits and a fresh API key, prints a copy-paste ``curl`` line, and serves the gateway on
+http://127.0.0.1:8080 until Ctrl-C. Nothing here reaches the internet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import sys
+from pathlib import Path
+
+from aiohttp import web
+from resayil_ollama.simulator import start_simulator
+
+from resayil_gateway.app import create_app
+from resayil_gateway.billing.plans import activate_plan
+from resayil_gateway.gateway import Gateway
+from resayil_gateway.logs import AccessLogger, configure_logging
+from resayil_gateway.store import upgrade
+
+HERE = Path(__file__).parent
+DEMO_EMAIL = "demo@resayil.local"
+ADMIN_EMAIL = "admin@resayil.local"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def _seed(gateway: Gateway) -> tuple[str, str | None]:
+    """The demo user's new key, and the admin password when the admin account was just created."""
+    admin_password = None
+    if await gateway.accounts.find(ADMIN_EMAIL) is None:
+        admin_password = secrets.token_urlsafe(12)
+        await gateway.accounts.create(ADMIN_EMAIL, "+96550000001", admin_password, name="Admin", role="admin")
+    user = await gateway.accounts.find(DEMO_EMAIL)
+    if user is None:
+        user = await gateway.accounts.create(DEMO_EMAIL, "+96550000002", secrets.token_urlsafe(12), name="Demo")
+        await activate_plan(gateway, user.id, "basic", ref=f"demo-plan:{user.id}", actor="demo")
+        await gateway.ledger.grant(user.id, 1000, bucket="topup", ref=f"demo-topup:{user.id}", reason="topup")
+    for key in await gateway.keys.list(user.id):
+        await gateway.keys.revoke(key.prefix, account_id=user.id, actor="demo")
+    return (await gateway.keys.create(user.id, "demo", actor="demo")).secret, admin_password
+
+
+async def make_app() -> web.Application:
+    """Simulator first, then the gateway pointed at it."""
+    sim_port = 11434 if _port_free(11434) else 0
+    runner, sim_url = await start_simulator(port=sim_port, first_token_ms=120, tokens_per_second=40)
+    os.environ["RESAYIL_OLLAMA__URL"] = sim_url
+    os.environ.setdefault("RESAYIL_CONFIG", str(HERE / "resayil.toml"))
+    gateway = Gateway.build()
+    await upgrade(gateway.store)
+    key, admin_password = await _seed(gateway)
+    base = gateway.settings.gateway.public_url
+    print(
+        f"""
+  Resayil Gateway (demo) — {base}   Ollama simulator: {sim_url}
+
+  Demo API key (shown once): {key}
+
+  curl {base}/v1/chat/completions \\
+    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "llama3.2:3b", "messages": [{{"role": "user", "content": "مرحبا"}}], "stream": true}}'
+
+  Python:  OpenAI(base_url="{base}/v1", api_key="{key}")
+  Admin:   {ADMIN_EMAIL} / {admin_password or "(unchanged since the first run)"}
+  Stop:    Ctrl-C
+""",
+        flush=True,
+    )
+    app = create_app(gateway)
+
+    async def stop_simulator(_app: web.Application) -> None:
+        await runner.cleanup()
+
+    app.on_cleanup.append(stop_simulator)
+    return app
+
+
+def main() -> None:
+    """Serve until interrupted."""
+    configure_logging("text", os.environ.get("RESAYIL_LOG_LEVEL", "INFO"))
+    port = int(os.environ.get("RESAYIL_GATEWAY__PORT", "8080"))
+    if not _port_free(port):
+        sys.exit(f"error: port {port} is in use (set RESAYIL_GATEWAY__PORT to another)")
+    web.run_app(make_app(), host="127.0.0.1", port=port, handler_cancellation=True, access_log_class=AccessLogger,
+                print=None)
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()
