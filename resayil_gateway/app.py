@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
-from .api.keys import GATEWAY, REQUEST_ID
+from .api.keys import GATEWAY, MODEL, REQUEST_ID
 from .api.routes import API_PREFIXES, api_routes
 from .errors import AuthenticationFailed, GatewayError
 from .gateway import Gateway
@@ -50,6 +51,25 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     """Give every request an id (``x-request-id`` on its response, the hold id of its charge)."""
     request[REQUEST_ID] = "req_" + uuid.uuid4().hex
     return await handler(request)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time API requests by route, status and model (to the last byte, streams included)."""
+    if not _is_api(request.path):
+        return await handler(request)
+    started = time.perf_counter()
+    status = 499
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics = request.app[GATEWAY].metrics
+        metrics.requests.labels(route, str(status), request.get(MODEL, "")).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
 
 
 @web.middleware
@@ -127,7 +147,7 @@ def _plugin_lifespans(gateway: Gateway) -> list[Callable[[web.Application], Asyn
 def create_app(gateway: Gateway) -> web.Application:
     """The web application for ``gateway``: API, health, metrics and every plugin's routes."""
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware],
         client_max_size=gateway.settings.gateway.max_body_bytes + 1,
     )
     app[GATEWAY] = gateway
