@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import and_, case, delete, func, insert, literal, select, update
+from sqlalchemy import and_, case, delete, func, insert, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -149,6 +149,11 @@ _ENTRY_COLUMNS = (
 def _entry(row: Any, replayed: bool = False) -> Entry:
     entry = Entry(*row)
     return replace(entry, replayed=True) if replayed else entry
+
+
+# The request path on PostgreSQL: one stored-function call each (migration 0002), same rules as below.
+_PG_RESERVE = text("SELECT resayil_reserve(:id, :account, :key, :amount, :owner, :now, :lease)")
+_PG_SETTLE = text("SELECT * FROM resayil_settle(:id, :cost, :now, :memo)")
 
 
 def _usable_plan(now: Any) -> Any:
@@ -420,6 +425,8 @@ class Ledger:
         if amount < 0:
             raise LedgerError("a hold cannot be negative")
         now = self.clock.now()
+        if not self.store.is_sqlite:
+            return await self._reserve_in_postgres(hold_id, account_id, amount, key_id, now)
         conditions = [
             balances.c.account_id == account_id,
             _usable_plan(now) + balances.c.topup_credits - balances.c.held >= amount,
@@ -457,6 +464,31 @@ class Ledger:
             return existing
         return Hold(hold_id, account_id, amount)
 
+    async def _reserve_in_postgres(
+        self, hold_id: str, account_id: int, amount: int, key_id: int | None, now: datetime
+    ) -> Hold:
+        params = {
+            "id": hold_id,
+            "account": account_id,
+            "key": key_id,
+            "amount": amount,
+            "owner": self.owner,
+            "now": now,
+            "lease": now + self.lease,
+        }
+        try:
+            async with self.store.single() as conn:
+                outcome = await conn.scalar(_PG_RESERVE, params)
+        except IntegrityError:
+            existing = await self._hold(hold_id)
+            if existing is None:
+                raise
+            return existing
+        if outcome != "ok":
+            available = (await self.balance(account_id)).available if outcome == "insufficient" else 0
+            raise HoldRefused(str(outcome), available)
+        return Hold(hold_id, account_id, amount)
+
     async def _hold(self, hold_id: str) -> Hold | None:
         async with self.store.connect() as conn:
             row = (
@@ -486,6 +518,8 @@ class Ledger:
         if cost < 0:
             raise LedgerError("a cost cannot be negative")
         ref = f"req:{hold_id}"
+        if not self.store.is_sqlite:
+            return await self._settle_in_postgres(hold_id, cost, memo)
         async with self.store.begin_fast() as conn:
             hold = (
                 await conn.execute(
@@ -546,6 +580,29 @@ class Ledger:
                 entry = _entry(inserted.one())
         after = replace(before, plan_credits=plan_after, topup_credits=topup_after, held=before.held - hold.amount)
         return Charge(hold_id, hold.account_id, cost, charged, cost - charged, entry, after.total)
+
+    async def _settle_in_postgres(self, hold_id: str, cost: int, memo: str) -> Charge | None:
+        now = self.clock.now()
+        async with self.store.single() as conn:
+            row = (await conn.execute(_PG_SETTLE, {"id": hold_id, "cost": cost, "now": now, "memo": memo})).first()
+        if row is None:
+            return None
+        entry = None
+        if row.o_entry is not None:
+            entry = Entry(
+                row.o_entry,
+                row.o_account,
+                f"req:{hold_id}",
+                "request",
+                "api",
+                row.o_plan_delta,
+                row.o_topup_delta,
+                row.o_uncollected,
+                row.o_plan_after,
+                row.o_topup_after,
+                now,
+            )
+        return Charge(hold_id, row.o_account, cost, row.o_charged, row.o_uncollected, entry, row.o_balance)
 
     async def release(self, hold_id: str) -> None:
         """Give a hold back untouched (the request failed before producing anything)."""

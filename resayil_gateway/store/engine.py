@@ -69,6 +69,7 @@ class Store:
         else:
             self.engine = _postgres_engine(url, synchronous_commit=True, pool_size=max(2, pool_size // 2))
             self.fast_engine = _postgres_engine(url, synchronous_commit=False, pool_size=pool_size)
+        self._single = self.fast_engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
@@ -80,6 +81,13 @@ class Store:
     async def begin_fast(self) -> AsyncIterator[AsyncConnection]:
         """A transaction on the request-path pool (holds, charges, usage)."""
         async with self.fast_engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def single(self) -> AsyncIterator[AsyncConnection]:
+        """A request-path connection for one self-contained statement (a stored function): no BEGIN or COMMIT
+        round trips around it. PostgreSQL only; SQLite callers use :meth:`begin_fast`."""
+        async with self._single.connect() as conn:
             yield conn
 
     @asynccontextmanager

@@ -1,0 +1,1 @@
+"""resayil-hello: an example third-party plugin for Resayil Gateway (see ``resayil_hello.plugin``)."""
