@@ -3,8 +3,9 @@ gateway on SQLite or PostgreSQL, and pytest fixtures that run a test on both sto
 
 The core registers this module as a pytest plugin (entry point ``pytest11``), so its fixtures are available
 in any test suite once ``resayil-gateway`` is installed. ``async def test_x(gateway): ...`` runs once on
-SQLite + in-process state and once on PostgreSQL + Redis (skipped, with the reason, when they are not reachable). ``RESAYIL_TEST_POSTGRES`` and
-``RESAYIL_TEST_REDIS`` override the default addresses; ``RESAYIL_TEST_STACKS=sqlite`` limits the stacks.
+SQLite + in-process state and once on PostgreSQL + Redis (skipped, with the reason, when they are not
+reachable). ``RESAYIL_TEST_POSTGRES`` and ``RESAYIL_TEST_REDIS`` override the default addresses;
+``RESAYIL_TEST_STACKS=sqlite`` limits the stacks.
 """
 
 from __future__ import annotations

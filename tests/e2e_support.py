@@ -62,7 +62,10 @@ class LiveDeployment:
         for section, values in self.overrides.items():
             overrides[section] = {**overrides.get(section, {}), **values}
         self.gateway = build_gateway(
-            self.database_url, redis_url=self.redis_url, overrides=overrides, load_entrypoints=True,
+            self.database_url,
+            redis_url=self.redis_url,
+            overrides=overrides,
+            load_entrypoints=True,
             env={"RESAYIL_DISABLE_PLUGINS": "hello"},
         )
         runner = web.AppRunner(create_app(self.gateway), handler_cancellation=True, access_log=None)

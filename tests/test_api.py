@@ -313,4 +313,6 @@ async def test_one_usage_row_per_request_and_a_daily_rollup(api, backend):
 
 async def test_unknown_api_path_and_wrong_method_answer_in_openai_shape(api):
     assert (await error_of(await api.get("/v1/nothing-here", headers=api.auth), 404))["code"] == "not_found"
-    assert (await error_of(await api.get("/v1/chat/completions", headers=api.auth), 405))["code"] == "method_not_allowed"
+    assert (await error_of(await api.get("/v1/chat/completions", headers=api.auth), 405))[
+        "code"
+    ] == "method_not_allowed"

@@ -50,7 +50,11 @@ def test_api_v1_base_url_works_the_same(live):
         model="llama3.2:3b", messages=[{"role": "user", "content": "hi"}], max_tokens=4
     )
     assert completion.choices[0].message.content
-    assert [model.id for model in client(live, "/api/v1").models.list()] == ["llama3.2:3b", "qwen2.5-coder:14b", "smollm2:135m"]
+    assert [model.id for model in client(live, "/api/v1").models.list()] == [
+        "llama3.2:3b",
+        "qwen2.5-coder:14b",
+        "smollm2:135m",
+    ]
 
 
 def test_models_list_hides_restricted_models_the_simulator_has(live):
@@ -98,19 +102,40 @@ def test_embeddings_through_the_sdk(live):
 @pytest.mark.parametrize(
     ("call", "exception", "status"),
     [
-        (lambda c: c.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}]),
-         openai.NotFoundError, 404),
-        (lambda c: c.chat.completions.create(model="bge-m3", messages=[{"role": "user", "content": "x"}]),
-         openai.NotFoundError, 404),
-        (lambda c: c.chat.completions.create(model="llama3.2:3b", messages=[], max_tokens=3),
-         openai.BadRequestError, 400),
-        (lambda c: c.chat.completions.create(model="llama3.2:3b", messages=[{"role": "user", "content": "x"}],
-                                             temperature=7), openai.BadRequestError, 400),
-        (lambda c: c.chat.completions.create(model="llama3.3:70b", messages=[{"role": "user", "content": "x"}]),
-         openai.PermissionDeniedError, 403),
-        (lambda c: c.chat.completions.create(model="llama3.2:3b",
-                                             messages=[{"role": "user", "content": "__sim_http_500__"}]),
-         openai.InternalServerError, 502),
+        (
+            lambda c: c.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}]),
+            openai.NotFoundError,
+            404,
+        ),
+        (
+            lambda c: c.chat.completions.create(model="bge-m3", messages=[{"role": "user", "content": "x"}]),
+            openai.NotFoundError,
+            404,
+        ),
+        (
+            lambda c: c.chat.completions.create(model="llama3.2:3b", messages=[], max_tokens=3),
+            openai.BadRequestError,
+            400,
+        ),
+        (
+            lambda c: c.chat.completions.create(
+                model="llama3.2:3b", messages=[{"role": "user", "content": "x"}], temperature=7
+            ),
+            openai.BadRequestError,
+            400,
+        ),
+        (
+            lambda c: c.chat.completions.create(model="llama3.3:70b", messages=[{"role": "user", "content": "x"}]),
+            openai.PermissionDeniedError,
+            403,
+        ),
+        (
+            lambda c: c.chat.completions.create(
+                model="llama3.2:3b", messages=[{"role": "user", "content": "__sim_http_500__"}]
+            ),
+            openai.InternalServerError,
+            502,
+        ),
     ],
 )
 def test_each_error_maps_to_the_sdk_exception_class(live, call, exception, status):

@@ -51,7 +51,9 @@ async def run(url: str, redis_url: str, steps: list[tuple[str, int]]) -> None:
     model = Model(clock)
     try:
         tag = uuid.uuid4().hex[:10]
-        account = await gateway.accounts.create(f"{tag}@example.com", f"+96550{int(tag, 16) % 10**6:06d}", "pw-12345678")
+        account = await gateway.accounts.create(
+            f"{tag}@example.com", f"+96550{int(tag, 16) % 10**6:06d}", "pw-12345678"
+        )
         ledger = gateway.ledger
         for index, (op, value) in enumerate(steps):
             ref = f"{tag}:{index}"

@@ -55,8 +55,19 @@ def deployment(stack_info, tmp_path):
         pytest.skip("several workers need PostgreSQL and Redis")
     sim_port, port = free_port(), free_port()
     simulator = subprocess.Popen(
-        [str(BIN / "python"), "-m", "resayil_ollama.simulator", "--port", str(sim_port), "--parallel", "8",
-         "--tokens-per-second", "20", "--reply-tokens", "12"],
+        [
+            str(BIN / "python"),
+            "-m",
+            "resayil_ollama.simulator",
+            "--port",
+            str(sim_port),
+            "--parallel",
+            "8",
+            "--tokens-per-second",
+            "20",
+            "--reply-tokens",
+            "12",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -124,8 +135,12 @@ def test_sigterm_lets_an_in_flight_stream_finish(deployment):
     server, port, account, _ = deployment
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     body = {"model": "llama3.2:3b", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    conn.request("POST", "/v1/chat/completions", body=json.dumps(body),
-                 headers={"Authorization": f"Bearer {account.key}", "Content-Type": "application/json"})
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps(body),
+        headers={"Authorization": f"Bearer {account.key}", "Content-Type": "application/json"},
+    )
     response = conn.getresponse()
     assert response.status == 200
     assert response.read(6) == b"data: "  # the stream has started
