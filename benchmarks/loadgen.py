@@ -82,7 +82,7 @@ class Runner:
                     chunks = data.count(b"\n")
                     ok = b'"done":true' in data and b'"error"' not in data
                 return done - started, first - started, chunks, None if ok else "incomplete stream"
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             done = time.perf_counter()
             return done - started, done - started, 0, type(exc).__name__
 

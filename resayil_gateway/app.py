@@ -91,7 +91,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if not _is_api(request.path) or exc.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status)
-        return _error_response(GatewayError(exc.reason, status=exc.status, type_="invalid_request_error", code=code))
+        kept = {name: exc.headers[name] for name in ("Allow", "Retry-After") if name in exc.headers}
+        return _error_response(
+            GatewayError(exc.reason, status=exc.status, type_="invalid_request_error", code=code, headers=kept)
+        )
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception:

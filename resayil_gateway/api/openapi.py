@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from .. import __version__
-from .parsing import MAX_STOP_SEQUENCES, PART_TYPES, ROLES
+from .parsing import MAX_STOP_SEQUENCES, ROLES
 
 _ERROR = {
     "type": "object",
@@ -28,17 +28,25 @@ _ERROR = {
 }
 
 _CONTENT_PART = {
-    "type": "object",
-    "required": ["type"],
-    "properties": {
-        "type": {"enum": sorted(PART_TYPES)},
-        "text": {"type": "string"},
-        "image_url": {
+    "oneOf": [
+        {
             "type": "object",
-            "properties": {"url": {"type": "string", "minLength": 1}},
-            "required": ["url"],
+            "required": ["type", "text"],
+            "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
         },
-    },
+        {
+            "type": "object",
+            "required": ["type", "image_url"],
+            "properties": {
+                "type": {"const": "image_url"},
+                "image_url": {
+                    "type": "object",
+                    "required": ["url"],
+                    "properties": {"url": {"type": "string", "minLength": 1}, "detail": {"type": "string"}},
+                },
+            },
+        },
+    ]
 }
 
 _MESSAGE = {
@@ -51,6 +59,8 @@ _MESSAGE = {
         "tool_calls": {"type": "array", "items": {"type": "object"}},
         "tool_call_id": {"type": "string"},
     },
+    "if": {"properties": {"role": {"enum": ["system", "developer", "user"]}}},
+    "then": {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
 }
 
 _CHAT_REQUEST = {
@@ -97,10 +107,9 @@ _CHAT_REQUEST = {
         "response_format": {
             "type": "object",
             "required": ["type"],
-            "properties": {
-                "type": {"enum": ["text", "json_object", "json_schema"]},
-                "json_schema": {"type": "object"},
-            },
+            "properties": {"type": {"enum": ["text", "json_object", "json_schema"]}, "json_schema": {"type": "object"}},
+            "if": {"properties": {"type": {"const": "json_schema"}}},
+            "then": {"required": ["json_schema"]},
         },
         "user": {"type": "string"},
     },

@@ -52,7 +52,10 @@ def _too_large(max_bytes: int) -> GatewayError:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """JSON's notion of an integer: ``3`` and ``3.0`` are both integers; ``true`` is not."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
 def _is_number(value: Any) -> bool:
@@ -95,7 +98,7 @@ def _messages(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
         if not isinstance(message, dict):
             raise InvalidRequest(f"'{where}' must be an object.", param=where)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise InvalidRequest(f"'{where}.role' must be one of {', '.join(sorted(ROLES))}.", param=f"{where}.role")
         content = message.get("content")
         if content is None:
@@ -116,7 +119,7 @@ def _messages(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
 def _check_parts(parts: list[Any], where: str) -> None:
     for index, part in enumerate(parts):
         here = f"{where}[{index}]"
-        if not isinstance(part, dict) or part.get("type") not in PART_TYPES:
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str) or part["type"] not in PART_TYPES:
             raise InvalidRequest(f"'{here}' must be an object with type 'text' or 'image_url'.", param=here)
         if part["type"] == "text" and not isinstance(part.get("text"), str):
             raise InvalidRequest(f"'{here}.text' must be a string.", param=f"{here}.text")
@@ -194,8 +197,10 @@ def parse_chat_request(body: Mapping[str, Any]) -> ChatRequest:
         raise InvalidRequest("Only n=1 is supported.", param="n")
     max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
     seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise InvalidRequest("'seed' must be an integer.", param="seed")
+    if seed is not None:
+        if not _is_int(seed):
+            raise InvalidRequest("'seed' must be an integer.", param="seed")
+        seed = int(seed)
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequest("'user' must be a string.", param="user")
