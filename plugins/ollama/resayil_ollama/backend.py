@@ -178,10 +178,10 @@ class OllamaBackend:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.first_token_timeout_s  # headers and first line
         resp = await self._post("/api/chat", body, deadline)
-        finished = False
+        released = False
         try:
             pending = b""
-            while not translator.done:
+            while True:
                 # Read what has arrived and handle every complete line in it: one timeout per network read,
                 # not per line, and never more than the unfinished last line kept in memory.
                 chunk = await self._read_chunk(resp, deadline)
@@ -193,16 +193,22 @@ class OllamaBackend:
                 for line in lines:
                     if not line or line.isspace():
                         continue
-                    for delta in translator.feed(_parse(line)):
-                        yield delta
+                    deltas = list(translator.feed(_parse(line)))
                     deadline = loop.time() + self.settings.read_timeout_s
                     if translator.done:
-                        break
-            finished = True
+                        # Read to the end before the last delta goes out, so the connection is reused rather
+                        # than closed when the consumer stops at ``finish_reason``.
+                        while chunk:
+                            chunk = await self._read_chunk(resp, deadline)
+                        resp.release()
+                        released = True
+                        for delta in deltas:
+                            yield delta
+                        return
+                    for delta in deltas:
+                        yield delta
         finally:
-            if finished:
-                resp.release()
-            else:
+            if not released:
                 resp.close()  # Ollama sees the disconnect, stops generating and frees the slot
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResult:

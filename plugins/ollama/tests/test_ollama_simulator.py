@@ -335,3 +335,19 @@ async def test_python_dash_m_serves_ollamas_api():
         async with asyncio.timeout(5):
             await process.wait()
     assert names == ["tiny:1b"]
+
+
+async def test_stopping_at_finish_reason_keeps_the_upstream_connection_for_reuse(simulator, backend_for):
+    sim = await simulator(reply_tokens=3, tokens_per_second=0)
+    backend = await backend_for(sim.url)
+    connections = set()
+    for _ in range(3):
+        stream = backend.stream_chat(chat_request(), "llama3.2:3b")
+        async for delta in stream:  # stop at the finish delta, as the gateway does, then close the stream
+            if delta.finish_reason is not None:
+                break
+        await stream.aclose()
+        connector = backend._session.connector
+        connections |= {id(proto) for conns in connector._conns.values() for proto, _ in conns}
+    assert len(connections) == 1
+    assert sim.state.stats.snapshot()["cancelled"] == 0
