@@ -7,6 +7,7 @@ refused operations and unreachable services. Plugins add commands through the ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -61,6 +62,8 @@ def run_with_gateway(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..
             try:
                 return await func(gateway, *args, **kwargs)
             finally:
+                with contextlib.suppress(Exception):
+                    await gateway.state.close()
                 await gateway.store.dispose()
 
         return guarded(lambda: asyncio.run(body()))
@@ -276,7 +279,7 @@ def credits() -> None:
     """Credit balances."""
 
 
-@credits.command("grant")
+@credits.command("grant", context_settings={"ignore_unknown_options": True})
 @click.argument("email")
 @click.argument("amount", type=int)
 @click.option("--reason", required=True, help="Why (recorded in the ledger).")

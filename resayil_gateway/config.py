@@ -42,8 +42,8 @@ class GatewaySettings(Section):
     """``[gateway]``: where the gateway lives and what it connects to."""
 
     public_url: str = "http://127.0.0.1:8080"
-    database_url: str = "sqlite+aiosqlite:///var/resayil.db"
-    redis_url: str = ""
+    database_url: str = Field("sqlite+aiosqlite:///var/resayil.db", repr=False)  # may carry a password
+    redis_url: str = Field("", repr=False)
     timezone: str = "Asia/Kuwait"
     default_language: Literal["ar", "en"] = "ar"
     secret_key: SecretStr = SecretStr("")
@@ -252,6 +252,9 @@ def load_settings(
     sections: dict[str, Any] = {}
     for name, model in CORE_SECTIONS.items():
         sections[name] = _validate(model, raw.get(name, {}), name)
+    for name in ("plans", "packs"):
+        if not isinstance(raw[name], dict):
+            raise ConfigError(f"{name}: expected a table of tables, got {type(raw[name]).__name__}")
     plans = {pid: _validate(PlanSettings, body, f"plans.{pid}") for pid, body in raw["plans"].items()}
     if DEFAULT_PLAN not in plans:
         raise ConfigError(f"plans.{DEFAULT_PLAN}: the default plan must exist")
@@ -279,7 +282,9 @@ def _validate(model: type[Section], body: Any, where: str) -> Any:
         if first["type"] == "missing":
             raise ConfigError(f"{key}: required key is missing") from None
         given = first.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        field = model.model_fields.get(str(first["loc"][0])) if first["loc"] else None
+        secret = field is not None and "SecretStr" in str(field.annotation)
+        shown = "" if isinstance(given, dict) or secret else f" (got {given!r})"
         message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{key}: {message}{shown}") from None
 
@@ -290,17 +295,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file {path}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
 
 
 def _environment_values(env: Mapping[str, str], known: set[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
+    for name, (section, key) in SHORT_ALIASES.items():  # first, so the long form wins when both are set
+        if name in env:
+            values.setdefault(section, {})[key] = env[name]
     for name, text in env.items():
-        if name in SHORT_ALIASES:
-            section, key = SHORT_ALIASES[name]
-            values.setdefault(section, {})[key] = text
-            continue
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         parts = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]

@@ -61,11 +61,14 @@ def make_plugin_manager(
         if module_name not in disabled:
             pm.register(importlib.import_module(module_name), name=module_name)
     for plugin in extra:
-        pm.register(plugin)
+        try:
+            pm.register(plugin)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {plugin!r}: {_one_line(exc)}") from None
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin!r}: {exc}") from None
+        raise PluginError(f"plugin {exc.plugin!r}: {_one_line(exc)}") from None
     return pm
 
 
@@ -80,13 +83,17 @@ def _load_entrypoints(pm: pluggy.PluginManager, only: set[str] | None, disabled:
         try:
             plugin = entry.load()
         except Exception as exc:
-            raise PluginError(f"plugin {entry.name!r} ({entry.value}) failed to load: {exc}") from None
+            raise PluginError(f"plugin {entry.name!r} ({entry.value}) failed to load: {_one_line(exc)}") from None
         try:
             pm.register(plugin, name=entry.name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {entry.name!r}: {exc}") from None
+            raise PluginError(f"plugin {entry.name!r}: {_one_line(exc)}") from None
         if entry.dist is not None:
             pm._plugin_distinfo.append((plugin, entry.dist))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def plugin_list(pm: pluggy.PluginManager) -> list[dict[str, Any]]:

@@ -347,7 +347,6 @@ def test_credits_grant_negative_amount_after_double_dash_removes_credits(resayil
     assert result.stdout == "amal@example.com: -4 credits; balance 6\n"
 
 
-@pytest.mark.xfail(reason="core bug: click parses a negative AMOUNT ('-4') as an unknown option", strict=True)
 def test_credits_grant_accepts_a_negative_amount_as_documented(resayil):
     resayil.create_user()
     resayil("credits", "grant", "amal@example.com", "10", "--reason", "gift")
@@ -431,10 +430,6 @@ def test_missing_config_file_exits_2_in_one_line(resayil, tmp_path):
     assert_one_line_error(result, "missing.toml: not found", code=2)
 
 
-@pytest.mark.xfail(
-    reason="core bug: run_with_gateway disposes the store but never closes gateway.state (Redis connections leak)",
-    strict=True,
-)
 def test_commands_close_the_shared_state_they_used(resayil, monkeypatch):
     resayil.create_user()
     key = resayil.create_key()

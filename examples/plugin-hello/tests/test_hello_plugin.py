@@ -15,7 +15,11 @@ from resayil_gateway.testing import build_gateway
 
 def run_cli(*args: str, env: dict[str, str] | None = None):
     """``resayil ARGS`` in-process, with the plugins installed, in a clean ``RESAYIL_*`` environment plus ``env``."""
-    unset: dict[str, str | None] = {"RESAYIL_CONFIG": None, "RESAYIL_LOAD_PLUGINS": None, "RESAYIL_DISABLE_PLUGINS": None}
+    unset: dict[str, str | None] = {
+        "RESAYIL_CONFIG": None,
+        "RESAYIL_LOAD_PLUGINS": None,
+        "RESAYIL_DISABLE_PLUGINS": None,
+    }
     cli = build_cli(make_plugin_manager(env=env or {}))
     return CliRunner().invoke(cli, list(args), env={**unset, **(env or {})})
 
