@@ -101,7 +101,9 @@ class Mock:
             json.dumps({**final, "message": {"role": "assistant", "content": ""}}, separators=(",", ":")).encode()
             + b"\n"
         )
-        self.stream_head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+        self.stream_head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         self.stream_chunks = [_chunk(line) for line in lines]
         self.stream_end = b"0\r\n\r\n"
         self.stream_all = self.stream_head + b"".join(self.stream_chunks) + self.stream_end

@@ -95,6 +95,14 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
+def box_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores, all processes), from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / TICK
+
+
 def pids_named(comm: str) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -137,8 +145,10 @@ def free_port() -> int:
 
 def psql(sql: str, db: str | None = None) -> str:
     out = subprocess.run(
-        ["psql", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"], "-d", db or PG["maintenance_db"]]
-        + ["-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+        [
+            *("psql", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"]),
+            *("-d", db or PG["maintenance_db"], "-v", "ON_ERROR_STOP=1", "-qAtc", sql),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -196,9 +206,7 @@ class Bench:
     def start(self) -> None:
         psql(f'CREATE DATABASE "{self.db}"')
         self.db_created = True
-        (self.tmp / "resayil.toml").write_text(
-            f'[models.catalog."{MODEL}"]\nbackend = "local"\nsize = "small"\n'
-        )
+        (self.tmp / "resayil.toml").write_text(f'[models.catalog."{MODEL}"]\nbackend = "local"\nsize = "small"\n')
         self.mock = subprocess.Popen(
             [sys.executable, str(HERE / "mock_backend.py"), "--port", "0"], stdout=subprocess.PIPE
         )
@@ -210,8 +218,15 @@ class Bench:
         self.mock_url = line.split()[1]
         log(f"mock backend {self.mock_url} (pid {self.mock.pid}); database {self.db}")
         self.cli("db", "upgrade")
-        self.cli("users", "create", "bench@example.com", "--phone", "+96550000009", "--password-stdin",
-                 stdin="pw-123456789\n")  # fmt: skip
+        self.cli(
+            "users",
+            "create",
+            "bench@example.com",
+            "--phone",
+            "+96550000009",
+            "--password-stdin",
+            stdin="pw-123456789\n",
+        )
         self.cli("credits", "grant", "bench@example.com", "100000000", "--reason", "bench")
         self.key = self.cli("keys", "create", "bench@example.com").strip().splitlines()[-1].strip()
         port = free_port()
@@ -256,6 +271,11 @@ class Bench:
         out = psql(f"SELECT pid FROM pg_stat_activity WHERE datname = '{self.db}' AND pid <> pg_backend_pid()")
         return [int(x) for x in out.split()]
 
+    def db_sessions(self) -> int:
+        """Sessions (connections) ever opened to the benchmark database: churn shows up here."""
+        out = psql(f"SELECT sessions FROM pg_stat_database WHERE datname = '{self.db}'")
+        return int(out.strip() or 0)
+
     # -- one measurement
 
     def measure(self, target: str, mode: str, concurrency: int, requests: int, warmup: int) -> dict[str, Any]:
@@ -284,14 +304,20 @@ class Bench:
             db_pids = self.gateway_db_pids() if target == "gateway" else []
             redis_pids = pids_named("redis-server") if target == "gateway" else []
             watched = {"gateway": [self.gateway.pid], "mock": [self.mock.pid], "db": db_pids, "redis": redis_pids}
+            sessions_before = self.db_sessions()
             before = {name: sum(cpu_seconds(p) for p in pids) for name, pids in watched.items()}
+            before["box"] = box_busy_seconds()
             sampler = RssSampler(self.gateway.pid)
             sampler.start()
             gen.stdin.write(b"go\n")
             gen.stdin.flush()
             result = json.loads(gen.stdout.readline())
             after = {name: sum(cpu_seconds(p) for p in pids) for name, pids in watched.items()}
+            after["box"] = box_busy_seconds()
             result["rss_peak_kb"] = sampler.stop()
+            if target == "gateway":
+                time.sleep(1.0)  # PostgreSQL flushes its session counters about once a second
+            result["db_sessions_opened"] = self.db_sessions() - sessions_before
         finally:
             with contextlib.suppress(Exception):
                 gen.wait(10)
@@ -299,6 +325,15 @@ class Bench:
                 gen.kill()
         result["cpu_s"] = {name: after[name] - before[name] for name in watched}
         result["cpu_s"]["loadgen"] = result.pop("loadgen_cpu_s")
+        # Everything else the box did meanwhile: PostgreSQL (incl. short-lived backends), Redis, other tenants.
+        result["cpu_s"]["rest_of_box"] = max(
+            0.0,
+            after["box"]
+            - before["box"]
+            - result["cpu_s"]["gateway"]
+            - result["cpu_s"]["mock"]
+            - result["cpu_s"]["loadgen"],
+        )
         result["warmup_errors"] = warm.get("errors", 0)
         return result
 
@@ -323,7 +358,8 @@ def summarize(direct: dict[str, Any], gw: dict[str, Any], backend: str, mode: st
     chunks_g, chunks_d = max(gw["chunks"], 1), max(direct["chunks"], 1)
     direct_cpu = direct["cpu_s"]["loadgen"] + direct["cpu_s"]["mock"]
     gw_cpu = gw["cpu_s"]["gateway"]
-    system_gw = sum(gw["cpu_s"].values())
+    box_gw = gw["cpu_s"]["gateway"] + gw["cpu_s"]["mock"] + gw["cpu_s"]["loadgen"] + gw["cpu_s"]["rest_of_box"]
+    box_direct = direct_cpu + direct["cpu_s"]["rest_of_box"]
     return {
         "scenario": f"{mode} {backend} c={c}",
         "backend": backend,
@@ -344,7 +380,12 @@ def summarize(direct: dict[str, Any], gw: dict[str, Any], backend: str, mode: st
         "gw_cpu_ms_per_req": gw_cpu / n_g * ms,
         "direct_cpu_ms_per_req": direct_cpu / n_d * ms,
         "db_redis_cpu_ms_per_req": (gw["cpu_s"]["db"] + gw["cpu_s"]["redis"]) / n_g * ms,
-        "system_cpu_ratio": (system_gw / n_g) / max(direct_cpu / n_d, 1e-9),
+        "rest_of_box_cpu_ms_per_req_gw": gw["cpu_s"]["rest_of_box"] / n_g * ms,
+        "rest_of_box_cpu_ms_per_req_direct": direct["cpu_s"]["rest_of_box"] / n_d * ms,
+        "box_cpu_ms_per_req_gw": box_gw / n_g * ms,
+        "box_cpu_ms_per_req_direct": box_direct / n_d * ms,
+        "system_cpu_ratio": (box_gw / n_g) / max(box_direct / n_d, 1e-9),
+        "db_sessions_per_1k_req": gw["db_sessions_opened"] / n_g * 1000,
         "chunks_per_req_gw": gw["chunks"] / n_g,
         "chunks_per_req_direct": direct["chunks"] / n_d,
         "gw_cpu_ms_per_chunk": gw_cpu / chunks_g * ms if mode == "stream" else None,
@@ -361,8 +402,9 @@ def fmt(value: float | None, digits: int = 2) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| scenario | reqs | errors d/gw | p50 direct | p50 gw | added p50 | p50 × | p99 direct | p99 gw | added p99 "
-        "| p99 × | gw CPU ms/req | gw CPU ÷ direct CPU | gw CPU ms/chunk (all-in) | marginal ms/chunk "
-        "| chunk CPU ÷ direct | DB+Redis CPU ms/req | system CPU × | rps direct/gw | gw RSS peak MB |"
+        "| p99 × | gw CPU ms/req | net of idle | gw CPU ÷ direct CPU | gw CPU ms/chunk (all-in) | marginal ms/chunk "
+        "| chunk CPU ÷ direct | rest-of-box CPU ms/req (PG, Redis…) | box CPU ms/req direct → gw | box CPU × "
+        "| new PG conns /1k req | rps direct/gw | gw RSS peak MB |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
@@ -382,6 +424,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                     fmt(r["p99_gw_ms"] - r["p99_direct_ms"]),
                     fmt(r["p99_gw_ms"] / r["p99_direct_ms"]),
                     fmt(r["gw_cpu_ms_per_req"], 3),
+                    fmt(r.get("gw_cpu_ms_per_req_net_idle"), 3),
                     fmt(r["gw_cpu_ms_per_req"] / max(r["direct_cpu_ms_per_req"], 1e-9)),
                     fmt(r["gw_cpu_ms_per_chunk"], 4),
                     fmt(r.get("marginal_ms_per_chunk"), 4),
@@ -390,8 +433,10 @@ def table(rows: list[dict[str, Any]]) -> str:
                         if r["gw_cpu_ms_per_chunk"] is not None
                         else None
                     ),
-                    fmt(r["db_redis_cpu_ms_per_req"], 3),
+                    fmt(r["rest_of_box_cpu_ms_per_req_gw"], 3),
+                    f"{r['box_cpu_ms_per_req_direct']:.3f} → {r['box_cpu_ms_per_req_gw']:.3f}",
                     fmt(r["system_cpu_ratio"]),
+                    fmt(r["db_sessions_per_1k_req"], 1),
                     f"{r['rps_direct']:.0f}/{r['rps_gw']:.0f}",
                     fmt(r["rss_peak_mb"], 1),
                 ]
@@ -430,7 +475,8 @@ def floors(rows: list[dict[str, Any]], hwm_mb: float, ledger_ok: bool) -> list[t
         worst = max(marginal, key=lambda r: r["marginal_ms_per_chunk"])
         checks.append(
             (
-                f"gateway CPU ≤ {FLOORS['cpu_ms_per_chunk']} ms per relayed chunk, marginal (worst: {worst['scenario']})",
+                f"gateway CPU ≤ {FLOORS['cpu_ms_per_chunk']} ms per relayed chunk, marginal "
+                f"(worst: {worst['scenario']})",
                 worst["marginal_ms_per_chunk"] <= FLOORS["cpu_ms_per_chunk"],
                 f"{worst['marginal_ms_per_chunk']:.4f} ms",
             )
@@ -449,8 +495,11 @@ def floors(rows: list[dict[str, Any]], hwm_mb: float, ledger_ok: bool) -> list[t
         if r["concurrency"] == 1:
             added = r["p50_gw_ms"] - r["p50_direct_ms"]
             checks.append(
-                (f"added p50 ≤ {FLOORS['added_p50_ms_c1']} ms at c=1 ({r['scenario']})",
-                 added <= FLOORS["added_p50_ms_c1"], f"{added:.2f} ms")  # fmt: skip
+                (
+                    f"added p50 ≤ {FLOORS['added_p50_ms_c1']} ms at c=1 ({r['scenario']})",
+                    added <= FLOORS["added_p50_ms_c1"],
+                    f"{added:.2f} ms",
+                )
             )
     c64 = [r for r in rows if r["concurrency"] == 64]
     if c64:
@@ -459,8 +508,13 @@ def floors(rows: list[dict[str, Any]], hwm_mb: float, ledger_ok: bool) -> list[t
     all_errors = sum(r["errors_gateway"] + r["errors_direct"] for r in rows)
     checks.append(("zero errors in every scenario", all_errors == 0, f"{all_errors} errors"))
     peak = max([r["rss_peak_mb"] for r in rows] + [hwm_mb])
-    checks.append((f"gateway resident memory ≤ {FLOORS['rss_mb']:.0f} MB under load (VmHWM)", peak <= FLOORS["rss_mb"],
-                   f"{peak:.1f} MB"))  # fmt: skip
+    checks.append(
+        (
+            f"gateway resident memory ≤ {FLOORS['rss_mb']:.0f} MB under load (VmHWM)",
+            peak <= FLOORS["rss_mb"],
+            f"{peak:.1f} MB",
+        )
+    )
     checks.append(("`resayil ledger check` passes after the run", ledger_ok, "ok" if ledger_ok else "FAILED"))
     return checks
 
@@ -477,19 +531,38 @@ def profile(bench: Bench, requests: int, rate: int) -> str:
     bench.set_backend(FAST)
     raw = bench.tmp / "profile.txt"
     spec = {
-        "url": bench.gateway_url, "mode": "json", "target": "gateway", "key": bench.key, "model": MODEL,
-        "max_tokens": MAX_TOKENS, "requests": requests, "concurrency": 16, "warmup": 200,
-    }  # fmt: skip
+        "url": bench.gateway_url,
+        "mode": "json",
+        "target": "gateway",
+        "key": bench.key,
+        "model": MODEL,
+        "max_tokens": MAX_TOKENS,
+        "requests": requests,
+        "concurrency": 16,
+        "warmup": 200,
+    }
     gen = subprocess.Popen(
         [sys.executable, str(HERE / "loadgen.py"), json.dumps(spec)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     assert gen.stdin is not None and gen.stdout is not None
     gen.stdout.readline()
     spy = subprocess.Popen(
-        [pyspy, "record", "--pid", str(bench.gateway.pid), "--rate", str(rate), "--format", "raw",
-         "--nonblocking", "-o", str(raw)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            pyspy,
+            "record",
+            "--pid",
+            str(bench.gateway.pid),
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--nonblocking",
+            "-o",
+            str(raw),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     time.sleep(1.0)
     gen.stdin.write(b"go\n")
     gen.stdin.flush()
@@ -500,50 +573,103 @@ def profile(bench: Bench, requests: int, rate: int) -> str:
     if not raw.exists():
         return f"py-spy failed: {err.decode(errors='replace')[-500:]}"
     shutil.copy(raw, RESULTS / "profile-fast-json-c16.txt")
+    result["pyspy_args"] = f"record --rate {rate} --nonblocking --format raw"
     return top_frames(raw.read_text(), result)
+
+
+CATEGORIES = (
+    # (label, substring of the frame's file path) — a sample's self time goes to the innermost frame that is not
+    # the standard library, so socket writes land on whoever wrote (aiohttp server, asyncpg, …).
+    ("asyncpg connect (new PostgreSQL connections: TLS probe, auth)", "asyncpg/connect_utils"),
+    ("asyncpg (DB protocol)", "asyncpg/"),
+    ("SQLAlchemy (core, pool, async adapter, greenlets)", "sqlalchemy/"),
+    ("aiohttp server (HTTP to the client)", "aiohttp/web"),
+    ("aiohttp client (HTTP to the backend)", "aiohttp/client"),
+    ("aiohttp other (streams, helpers, http parser)", "aiohttp/"),
+    ("prometheus_client (metrics)", "prometheus_client/"),
+    ("pluggy (hook calls)", "pluggy/"),
+    ("pydantic", "pydantic"),
+    ("redis", "redis/"),
+    ("resayil_ollama plugin", "resayil_ollama/"),
+    ("resayil_gateway core", "resayil_gateway/"),
+)
+
+
+def category(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for label, needle in CATEGORIES:
+            if needle in frame:
+                return label
+    if any("asyncio/" not in f and "selectors.py" not in f for f in frames[-1:]):
+        return "stdlib & other (uuid, hmac, contextlib, re, …)"
+    return "event loop / stdlib only (epoll, scheduling)"
 
 
 def top_frames(collapsed: str, result: dict[str, Any], n: int = 15) -> str:
     self_count: collections.Counter[str] = collections.Counter()
     total_count: collections.Counter[str] = collections.Counter()
-    samples = 0
+    categories: collections.Counter[str] = collections.Counter()
+    samples = main = 0
     for line in collapsed.splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack or not count_s.isdigit():
             continue
         count = int(count_s)
         samples += count
-        frames = [frame_key(f) for f in stack.split(";") if f]
-        # Skip the thread-name root frame py-spy adds (e.g. "process 123:\"...\"").
-        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        raw_frames = [f for f in stack.split(";") if f]
+        frames = [frame_key(f) for f in raw_frames if not f.startswith(("process ", "thread "))]
         if not frames:
             continue
+        if frames[0].startswith("<module>"):
+            main += count
         self_count[frames[-1]] += count
+        categories[category(raw_frames)] += count
         for frame in set(frames):
             total_count[frame] += count
     if not samples:
         return "no samples"
     out = [
-        f"py-spy, gateway under fast JSON c=16: {result['requests']} requests, {result['errors']} errors, "
-        f"{samples} active samples (idle excluded).",
+        f"py-spy {result.get('pyspy_args', '')}, gateway under fast JSON c=16: {result['requests']} requests, "
+        f"{result['errors']} errors, {samples} non-idle samples. SQLAlchemy's async layer runs DB work in greenlets, "
+        "which py-spy shows as separate stacks (not under the event loop), so inclusive % of request-handler frames "
+        "do not include their DB greenlet time.",
         "",
-        f"Top {n} by self time:",
+        "Self time by component (each sample charged to the innermost non-stdlib frame):",
         "",
-        "| % self | % total | frame |",
-        "|---:|---:|---|",
+        "| % samples | component |",
+        "|---:|---|",
     ]
+    out += [f"| {100 * c / samples:.1f} | {label} |" for label, c in categories.most_common()]
+    out += ["", f"Top {n} frames by self time:", "", "| % self | % total | frame |", "|---:|---:|---|"]
     for frame, count in self_count.most_common(n):
         out.append(f"| {100 * count / samples:.1f} | {100 * total_count[frame] / samples:.1f} | `{frame}` |")
-    out += ["", f"Top {n} by total (inclusive) time, excluding the event loop / aiohttp server plumbing roots:", "",
-            "| % total | % self | frame |", "|---:|---:|---|"]  # fmt: skip
+    out += [
+        "",
+        f"Top {n} frames by total (inclusive) time, without the roots every sample passes through:",
+        "",
+        "| % total | % self | frame |",
+        "|---:|---:|---|",
+    ]
     shown = 0
     for frame, count in total_count.most_common():
-        if count / samples > 0.97:  # run_forever, _run_once, ... (every sample): not informative
+        if main and count >= 0.9 * main:  # <module>, run_forever, _run_once, Handle._run: not informative
             continue
         out.append(f"| {100 * count / samples:.1f} | {100 * self_count[frame] / samples:.1f} | `{frame}` |")
         shown += 1
         if shown == n:
             break
+    out += [
+        "",
+        f"Top {n} gateway/plugin frames (resayil_*) by total time:",
+        "",
+        "| % total | % self | frame |",
+        "|---:|---:|---|",
+    ]
+    project = [
+        (f, c) for f, c in total_count.most_common() if "resayil_" in f and "cli.py" not in f and "server.py" not in f
+    ]
+    for frame, count in project[:n]:
+        out.append(f"| {100 * count / samples:.1f} | {100 * self_count[frame] / samples:.1f} | `{frame}` |")
     return "\n".join(out)
 
 
@@ -588,6 +714,12 @@ def main() -> int:
     profile_text = ""
     try:
         bench.start()
+        idle_s = 3.0 if args.quick else 6.0
+        time.sleep(1.0)
+        idle0 = cpu_seconds(bench.gateway.pid)  # type: ignore[union-attr]
+        time.sleep(idle_s)
+        idle_ms_per_s = (cpu_seconds(bench.gateway.pid) - idle0) / idle_s * 1000  # type: ignore[union-attr]
+        log(f"gateway idle CPU: {idle_ms_per_s:.1f} ms per second (no traffic, {idle_s:.0f} s)")
         if not args.profile_only:
             for backend in args.backends.split(","):
                 bench.set_backend(FAST if backend == "fast" else PACED)
@@ -598,6 +730,8 @@ def main() -> int:
                         direct = bench.measure("direct", mode, c, n, warmup)
                         gw = bench.measure("gateway", mode, c, n, warmup)
                         row = summarize(direct, gw, backend, mode, c)
+                        idle_ms = idle_ms_per_s * gw["wall_s"]
+                        row["gw_cpu_ms_per_req_net_idle"] = max(0.0, row["gw_cpu_ms_per_req"] - idle_ms / n)
                         rows.append(row)
                         log(
                             f"{row['scenario']:<18} n={n:<5} err={row['errors_direct']}/{row['errors_gateway']} "
@@ -628,7 +762,7 @@ def main() -> int:
         f"Run {datetime.datetime.now().isoformat(timespec='seconds')} · mode {'quick' if args.quick else 'full'} "
         f"(scale {scale}) · {os.cpu_count()} CPUs · {elapsed:.0f} s · backend: 16 tokens/answer "
         f"(fast: all at once; paced: 20 ms first byte + 5 ms per chunk) · gateway VmHWM {hwm_mb:.1f} MB, "
-        f"VmRSS at end {rss_mb:.1f} MB"
+        f"VmRSS at end {rss_mb:.1f} MB · gateway idle CPU {idle_ms_per_s:.1f} ms/s"
     )
     parts = [f"# Resayil Gateway benchmark\n\n{meta}\n"]
     if rows:
@@ -636,9 +770,13 @@ def main() -> int:
         parts.append(
             "\nLatency in ms (request start → last byte, measured by the load generator). `×` = through gateway ÷ "
             "direct. gw CPU = the gateway process's utime+stime over the measured window ÷ requests (or ÷ SSE "
-            "`data:` chunks received); direct CPU = load generator + mock CPU per request in the direct run. "
-            "Marginal ms/chunk = (stream − JSON gw CPU/req) ÷ chunks per stream. System CPU × = (load generator + "
-            "mock + gateway + its PostgreSQL backends + Redis) per request ÷ (load generator + mock) direct.\n"
+            "`data:` chunks received); net of idle = minus the gateway's idle CPU rate (measured with no traffic "
+            "before the scenarios) × the window; direct CPU = load generator + mock CPU per request in the direct run. "
+            "Marginal ms/chunk = (stream − JSON gw CPU/req) ÷ chunks per stream. Box CPU = the whole machine's busy "
+            "CPU (/proc/stat) per request over the window: load generator + mock (+ gateway, PostgreSQL, Redis) and "
+            "any noise from other tenants; box CPU × = through gateway ÷ direct. Rest-of-box = box − gateway − "
+            "mock − load generator (mostly PostgreSQL incl. short-lived backends, Redis). New PG conns /1k req = "
+            "sessions opened on the benchmark database during the window (pool churn).\n"
         )
         parts.append("## Floors\n")
         parts += [f"- **{'PASS' if ok else 'FAIL'}** {name}: {value}" for name, ok, value in checks]

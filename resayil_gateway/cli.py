@@ -346,13 +346,11 @@ async def ledger_check(gateway: Gateway) -> None:
 
 
 @click.command()
-@config_option
-def plugins(config_path: str | None) -> None:
+def plugins() -> None:
     """List loaded plugins and the hooks each implements."""
 
     def show() -> None:
-        gateway = _gateway(config_path)
-        for row in plugin_list(gateway.pm):
+        for row in plugin_list(make_plugin_manager()):
             version = f" {row['version']}" if row["version"] else ""
             click.echo(f"{row['name']}{version}: {', '.join(row['hooks'])}")
 

@@ -82,9 +82,9 @@ def _positive_int(body: Mapping[str, Any], name: str) -> int | None:
 
 def _model(body: Mapping[str, Any]) -> str:
     model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
+    if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
-    return model.strip()
+    return model
 
 
 def _messages(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
