@@ -68,8 +68,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         metrics = request.app[GATEWAY].metrics
-        metrics.requests.labels(route, str(status), request.get(MODEL, "")).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        metrics.child(metrics.requests, route, str(status), request.get(MODEL, "")).inc()
+        metrics.child(metrics.latency, route).observe(time.perf_counter() - started)
 
 
 @web.middleware

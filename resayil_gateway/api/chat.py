@@ -98,21 +98,19 @@ async def _whole(
         async with gateway.admission.slot(
             backend.name, _priority(gateway, caller), gateway.settings.routing.max_queue_wait_s
         ):
-            gateway.metrics.in_flight.labels(backend.name).inc()
+            in_flight = gateway.metrics.child(gateway.metrics.in_flight, backend.name)
+            in_flight.inc()
             try:
                 result = await backend.chat(chat, route.upstream_model)
             finally:
-                gateway.metrics.in_flight.labels(backend.name).dec()
+                in_flight.dec()
     except BaseException as exc:
         await _fail(gateway, meter, route, exc)
         _reraise(exc)
     created = int(time.time())
     payload = orjson.dumps(completion_body(f"chatcmpl-{request[REQUEST_ID]}", created, route.model.id, result))
-    response = web.Response(body=payload, headers=_route_headers(route, dict(JSON_HEADERS)))
-    await response.prepare(request)
-    await response.write_eof()
-    await meter.finish(result.usage, 200)
-    return response
+    meter.finish_later(result.usage, 200)
+    return web.Response(body=payload, headers=_route_headers(route, dict(JSON_HEADERS)))
 
 
 async def _stream(
@@ -127,25 +125,28 @@ async def _stream(
         async with gateway.admission.slot(
             backend.name, _priority(gateway, caller), gateway.settings.routing.max_queue_wait_s
         ):
-            gateway.metrics.in_flight.labels(backend.name).inc()
+            in_flight = gateway.metrics.child(gateway.metrics.in_flight, backend.name)
+            in_flight.inc()
             try:
                 deltas = backend.stream_chat(chat, route.upstream_model)
-                first = await anext(deltas)
-                gateway.metrics.first_token.labels(backend.name).observe(time.perf_counter() - meter.started)
+                delta: ChatDelta | None = await anext(deltas)
+                gateway.metrics.child(gateway.metrics.first_token, backend.name).observe(
+                    time.perf_counter() - meter.started
+                )
                 response = web.StreamResponse(headers=_route_headers(route, dict(SSE_HEADERS)))
                 await response.prepare(request)
-                await response.write(encoder.role())
-                delta: ChatDelta | None = first
+                pending = encoder.role()  # sent together with the first delta: one write, not two
                 while delta is not None:
                     produced.add(delta)
-                    chunk = encoder.delta(delta)
+                    chunk = pending + encoder.delta(delta)
+                    pending = b""
                     if chunk:
                         await response.write(chunk)
                     if delta.finish_reason is not None:
                         break
                     delta = await anext(deltas, None)
             finally:
-                gateway.metrics.in_flight.labels(backend.name).dec()
+                in_flight.dec()
                 if deltas is not None:
                     await _close(deltas)
     except BaseException as exc:
@@ -163,14 +164,14 @@ async def _stream(
             return response
         raise
     usage = produced.usage()
+    tail = encoder.finish(produced.finish_reason or "stop")
+    if chat.include_usage:
+        tail += encoder.usage(usage)
     try:
-        await response.write(encoder.finish(produced.finish_reason or "stop"))
-        if chat.include_usage:
-            await response.write(encoder.usage(usage))
-        await response.write(DONE)
+        await response.write(tail + DONE)
         await response.write_eof()
     finally:
-        await meter.finish(usage, 200)
+        meter.finish_later(usage, 200)
     return response
 
 
@@ -261,8 +262,5 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         await _fail(gateway, meter, route, exc)
         _reraise(exc)
     payload: Any = embeddings_body(model.id, result, embed.encoding_format)
-    response = web.Response(body=orjson.dumps(payload), headers=_route_headers(route, dict(JSON_HEADERS)))
-    await response.prepare(request)
-    await response.write_eof()
-    await meter.finish(result.usage, 200)
-    return response
+    meter.finish_later(result.usage, 200)
+    return web.Response(body=orjson.dumps(payload), headers=_route_headers(route, dict(JSON_HEADERS)))

@@ -7,6 +7,7 @@ aggregates them, so a scrape sees the whole gateway whichever worker answers.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -27,6 +28,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter("resayil_requests", "API requests answered", ["route", "status", "model"], registry=r)
         self.latency = Histogram(
@@ -65,6 +67,14 @@ class Metrics:
         self.upstream_errors = Counter(
             "resayil_upstream_errors", "Errors from backends", ["backend", "code"], registry=r
         )
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoised: the request path asks for the same few children every time."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         """The exposition text, aggregated over workers when running multiprocess."""

@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import and_, case, delete, func, insert, literal, select, text, update
+import asyncpg
+from sqlalchemy import and_, case, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -152,8 +153,8 @@ def _entry(row: Any, replayed: bool = False) -> Entry:
 
 
 # The request path on PostgreSQL: one stored-function call each (migration 0002), same rules as below.
-_PG_RESERVE = text("SELECT resayil_reserve(:id, :account, :key, :amount, :owner, :now, :lease)")
-_PG_SETTLE = text("SELECT * FROM resayil_settle(:id, :cost, :now, :memo)")
+_PG_RESERVE = "SELECT resayil_reserve($1, $2, $3, $4, $5, $6, $7)"
+_PG_SETTLE = "SELECT * FROM resayil_settle($1, $2, $3, $4)"
 
 
 def _usable_plan(now: Any) -> Any:
@@ -467,19 +468,12 @@ class Ledger:
     async def _reserve_in_postgres(
         self, hold_id: str, account_id: int, amount: int, key_id: int | None, now: datetime
     ) -> Hold:
-        params = {
-            "id": hold_id,
-            "account": account_id,
-            "key": key_id,
-            "amount": amount,
-            "owner": self.owner,
-            "now": now,
-            "lease": now + self.lease,
-        }
+        pool = await self.store.hot()
         try:
-            async with self.store.single() as conn:
-                outcome = await conn.scalar(_PG_RESERVE, params)
-        except IntegrityError:
+            outcome = await pool.fetchval(
+                _PG_RESERVE, hold_id, account_id, key_id, amount, self.owner, now, now + self.lease
+            )
+        except asyncpg.UniqueViolationError:
             existing = await self._hold(hold_id)
             if existing is None:
                 raise
@@ -583,26 +577,26 @@ class Ledger:
 
     async def _settle_in_postgres(self, hold_id: str, cost: int, memo: str) -> Charge | None:
         now = self.clock.now()
-        async with self.store.single() as conn:
-            row = (await conn.execute(_PG_SETTLE, {"id": hold_id, "cost": cost, "now": now, "memo": memo})).first()
+        pool = await self.store.hot()
+        row = await pool.fetchrow(_PG_SETTLE, hold_id, cost, now, memo)
         if row is None:
             return None
         entry = None
-        if row.o_entry is not None:
+        if row["o_entry"] is not None:
             entry = Entry(
-                row.o_entry,
-                row.o_account,
+                row["o_entry"],
+                row["o_account"],
                 f"req:{hold_id}",
                 "request",
                 "api",
-                row.o_plan_delta,
-                row.o_topup_delta,
-                row.o_uncollected,
-                row.o_plan_after,
-                row.o_topup_after,
+                row["o_plan_delta"],
+                row["o_topup_delta"],
+                row["o_uncollected"],
+                row["o_plan_after"],
+                row["o_topup_after"],
                 now,
             )
-        return Charge(hold_id, row.o_account, cost, row.o_charged, row.o_uncollected, entry, row.o_balance)
+        return Charge(hold_id, row["o_account"], cost, row["o_charged"], row["o_uncollected"], entry, row["o_balance"])
 
     async def release(self, hold_id: str) -> None:
         """Give a hold back untouched (the request failed before producing anything)."""

@@ -35,7 +35,7 @@ def price(gateway: Gateway, caller: Caller, model: ModelInfo, backend: str, usag
 class Meter:
     """The billing life of one request: ``reserve`` → run → ``finish`` (exactly once)."""
 
-    __slots__ = ("_done", "backend", "caller", "endpoint", "gateway", "hold_id", "model", "started", "stream")
+    __slots__ = ("_done", "at", "backend", "caller", "endpoint", "gateway", "hold_id", "model", "started", "stream")
 
     def __init__(
         self, gateway: Gateway, caller: Caller, model: ModelInfo, request_id: str, endpoint: str, stream: bool
@@ -48,6 +48,7 @@ class Meter:
         self.stream = stream
         self.backend = model.backend
         self.started = time.perf_counter()
+        self.at = gateway.clock.now()
         self._done = False
 
     async def reserve(self, prompt_estimate: int, max_tokens: int | None) -> int:
@@ -72,12 +73,20 @@ class Meter:
     async def finish(self, usage: Usage | None, status: int, error_code: str | None = None) -> Charge | None:
         """Charge ``usage`` (None or empty: release the hold) and record the request. Safe to await from a
         cancelled task: the work runs to completion in its own task."""
+        task = self.finish_later(usage, status, error_code)
+        return None if task is None else await asyncio.shield(task)
+
+    def finish_later(
+        self, usage: Usage | None, status: int, error_code: str | None = None
+    ) -> asyncio.Future[Charge | None] | None:
+        """Start :meth:`finish` in the background (the answer is already on its way to the client, so its
+        latency never includes the settle). The gateway drains these before it stops."""
         if self._done:
             return None
         self._done = True
         task = asyncio.ensure_future(self._finish(usage, status, error_code))
         self.gateway.track(task)
-        return await asyncio.shield(task)
+        return task
 
     async def _finish(self, usage: Usage | None, status: int, error_code: str | None) -> Charge | None:
         gateway = self.gateway
@@ -93,13 +102,13 @@ class Meter:
         used = usage or Usage()
         metrics = gateway.metrics
         if used.total_tokens:
-            metrics.tokens.labels(self.model.id, "prompt").inc(used.prompt_tokens)
-            metrics.tokens.labels(self.model.id, "completion").inc(used.completion_tokens)
+            metrics.child(metrics.tokens, self.model.id, "prompt").inc(used.prompt_tokens)
+            metrics.child(metrics.tokens, self.model.id, "completion").inc(used.completion_tokens)
         if charge is not None:
             if charge.charged:
-                metrics.credits.labels(self.model.id).inc(charge.charged)
+                metrics.child(metrics.credits, self.model.id).inc(charge.charged)
             if charge.uncollected:
-                metrics.uncollected.labels(self.model.id).inc(charge.uncollected)
+                metrics.child(metrics.uncollected, self.model.id).inc(charge.uncollected)
         gateway.usage.record(
             UsageRecord(
                 request_id=self.hold_id,
@@ -115,7 +124,7 @@ class Meter:
                 status=status,
                 error_code=error_code,
                 latency_ms=(time.perf_counter() - self.started) * 1000,
-                created_at=gateway.clock.now(),
+                created_at=self.at,
             )
         )
         if charge is not None and charge.cost:

@@ -10,11 +10,13 @@ granted are never in that window.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -43,33 +45,52 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _postgres_engine(url: str, synchronous_commit: bool, pool_size: int) -> AsyncEngine:
+def _server_settings(synchronous_commit: bool) -> dict[str, str]:
     settings = {"application_name": "resayil-gateway"}
     if not synchronous_commit:
         settings["synchronous_commit"] = "off"
+    return settings
+
+
+def _tls_argument(url: str) -> dict[str, Any]:
+    """No TLS negotiation on loopback or a Unix socket unless the URL asks for it (``?ssl=…``); elsewhere
+    asyncpg's default (try TLS first) stands."""
+    parsed = make_url(url)
+    if "ssl" in parsed.query or "sslmode" in parsed.query:
+        return {}
+    host = parsed.host or parsed.query.get("host") or ""
+    local = not host or str(host).startswith("/") or host in ("localhost", "127.0.0.1", "::1")
+    return {"ssl": False} if local else {}
+
+
+def _postgres_engine(url: str, synchronous_commit: bool, pool_size: int) -> AsyncEngine:
+    # A steady pool: connections opened under a burst are kept, not closed and reopened (each costs a fork in
+    # PostgreSQL and a TLS probe here).
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=2,
         pool_pre_ping=False,
         pool_recycle=1800,
-        connect_args={"server_settings": settings},
+        connect_args={"server_settings": _server_settings(synchronous_commit), **_tls_argument(url)},
     )
 
 
 class Store:
     """The database: ``engine`` for everything, ``fast_engine`` for request-path writes (see module doc)."""
 
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, hot_pool_size: int = 32) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.hot_pool_size = hot_pool_size
+        self._hot: asyncpg.Pool | None = None
+        self._hot_lock = asyncio.Lock()
         if self.is_sqlite:
             self.engine = _sqlite_engine(url)
             self.fast_engine = self.engine
         else:
             self.engine = _postgres_engine(url, synchronous_commit=True, pool_size=max(2, pool_size // 2))
             self.fast_engine = _postgres_engine(url, synchronous_commit=False, pool_size=pool_size)
-        self._single = self.fast_engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
@@ -84,13 +105,6 @@ class Store:
             yield conn
 
     @asynccontextmanager
-    async def single(self) -> AsyncIterator[AsyncConnection]:
-        """A request-path connection for one self-contained statement (a stored function): no BEGIN or COMMIT
-        round trips around it. PostgreSQL only; SQLite callers use :meth:`begin_fast`."""
-        async with self._single.connect() as conn:
-            yield conn
-
-    @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads."""
         async with self.engine.connect() as conn:
@@ -101,8 +115,27 @@ class Store:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
+    async def hot(self) -> asyncpg.Pool:
+        """The request path's own asyncpg pool (PostgreSQL only): the hold and the settle are one stored-function
+        call each, sent straight through asyncpg with a prepared statement, asynchronous commit, no ORM layer."""
+        if self._hot is None:
+            async with self._hot_lock:
+                if self._hot is None:
+                    dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+                    self._hot = await asyncpg.create_pool(
+                        dsn,
+                        min_size=2,
+                        max_size=self.hot_pool_size,
+                        server_settings=_server_settings(synchronous_commit=False),
+                        **_tls_argument(self.url),
+                    )
+        return self._hot
+
     async def dispose(self) -> None:
         """Close every pooled connection."""
+        if self._hot is not None:
+            hot, self._hot = self._hot, None
+            await hot.close()
         await self.engine.dispose()
         if self.fast_engine is not self.engine:
             await self.fast_engine.dispose()
