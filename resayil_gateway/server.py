@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -50,9 +51,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_one(make_gateway: Callable[[], Gateway], sock: socket.socket, access_log: bool) -> None:
+def _run_one(
+    make_gateway: Callable[[], Gateway], sock: socket.socket, access_log: bool, parent: int | None = None
+) -> None:
     gateway = make_gateway()
     app = create_app(gateway)
+    if parent is not None:
+        app.cleanup_ctx.append(functools.partial(_stop_when_orphaned, parent=parent))
     web.run_app(
         app,
         sock=sock,
@@ -92,14 +97,29 @@ async def _migrate(gateway: Gateway) -> None:
         await gateway.store.dispose()
 
 
+async def _stop_when_orphaned(_app: web.Application, parent: int) -> AsyncIterator[None]:
+    """A worker whose supervisor died (killed, out of memory) stops gracefully instead of serving on alone."""
+
+    async def watch() -> None:
+        while os.getppid() == parent:  # noqa: ASYNC110 - nothing to wait on: the kernel re-parents us silently
+            await asyncio.sleep(1)
+        log.warning("worker %d lost its supervisor; shutting down", os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    task = asyncio.create_task(watch())
+    yield
+    task.cancel()
+
+
 def _spawn(make_gateway: Callable[[], Gateway], sock: socket.socket, access_log: bool) -> int:
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            _run_one(make_gateway, sock, access_log)
+            _run_one(make_gateway, sock, access_log, parent)
         except BaseException:
             log.exception("worker %d failed", os.getpid())
             code = 1

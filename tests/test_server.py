@@ -93,17 +93,18 @@ def deployment(stack_info, tmp_path):
     server = subprocess.Popen(
         [str(BIN / "resayil"), "serve", "--port", str(port), "--workers", "2", "--log-level", "WARNING"],
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         wait_for(port)
         yield server, port, account, stack_info
     finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+        simulator.kill()
         for process in (server, simulator):
-            if process.poll() is None:
-                process.kill()
             process.wait(10)
 
 
@@ -149,3 +150,25 @@ def test_sigterm_lets_an_in_flight_stream_finish(deployment):
     assert rest.count(b"data: ") >= 12
     assert rest.rstrip().endswith(b"data: [DONE]")
     assert server.wait(30) == 0
+
+
+def test_workers_stop_when_their_supervisor_is_killed(deployment):
+    server = deployment[0]
+    workers = [
+        int(pid)
+        for pid in subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
+    ]
+    assert len(workers) == 2
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait(10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(
+        Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2] for pid in workers
+    ):
+        time.sleep(0.2)
+    alive = [
+        pid
+        for pid in workers
+        if Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    ]
+    assert alive == []

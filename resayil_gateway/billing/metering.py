@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..domain import Caller, Event, ModelInfo, Usage
 from ..errors import AuthenticationFailed, InsufficientCredits
@@ -55,8 +55,16 @@ class Meter:
         """Hold the estimated cost; raises 402 (with the top-up link) or 401 (key revoked meanwhile)."""
         estimate = hold_usage(prompt_estimate, max_tokens, self.gateway.settings.billing.default_hold_tokens)
         amount = max(1, price(self.gateway, self.caller, self.model, self.backend, estimate))
+        reserving = asyncio.ensure_future(
+            self.gateway.ledger.reserve(self.hold_id, self.caller.account_id, amount, self.caller.key_id)
+        )
         try:
-            await self.gateway.ledger.reserve(self.hold_id, self.caller.account_id, amount, self.caller.key_id)
+            await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            # The client left while the hold was being taken: give it back as soon as it exists.
+            self._done = True
+            reserving.add_done_callback(self._release_if_held)
+            raise
         except HoldRefused as refused:
             self._done = True
             if refused.why == "insufficient":
@@ -69,6 +77,10 @@ class Meter:
             }.get(refused.why, "Incorrect API key provided.")
             raise AuthenticationFailed(message, code=f"{refused.why}_api_key") from None
         return amount
+
+    def _release_if_held(self, reserving: asyncio.Future[Any]) -> None:
+        if not reserving.cancelled() and reserving.exception() is None:
+            self.gateway.track(asyncio.ensure_future(self.gateway.ledger.release(self.hold_id)))
 
     async def finish(self, usage: Usage | None, status: int, error_code: str | None = None) -> Charge | None:
         """Charge ``usage`` (None or empty: release the hold) and record the request. Safe to await from a

@@ -10,7 +10,6 @@ granted are never in that window.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +19,8 @@ import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from .hot_pool import HotConnections
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:
@@ -83,8 +84,7 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.hot_pool_size = hot_pool_size
-        self._hot: asyncpg.Pool | None = None
-        self._hot_lock = asyncio.Lock()
+        self._hot: HotConnections | None = None
         if self.is_sqlite:
             self.engine = _sqlite_engine(url)
             self.fast_engine = self.engine
@@ -115,20 +115,18 @@ class Store:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
-    async def hot(self) -> asyncpg.Pool:
-        """The request path's own asyncpg pool (PostgreSQL only): the hold and the settle are one stored-function
-        call each, sent straight through asyncpg with a prepared statement, asynchronous commit, no ORM layer."""
+    async def hot(self) -> HotConnections:
+        """The request path's own connections (PostgreSQL only): the hold and the settle are one stored-function
+        call each, sent straight through asyncpg as a prepared statement with asynchronous commit."""
         if self._hot is None:
-            async with self._hot_lock:
-                if self._hot is None:
-                    dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
-                    self._hot = await asyncpg.create_pool(
-                        dsn,
-                        min_size=2,
-                        max_size=self.hot_pool_size,
-                        server_settings=_server_settings(synchronous_commit=False),
-                        **_tls_argument(self.url),
-                    )
+            dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+            settings = _server_settings(synchronous_commit=False)
+            tls = _tls_argument(self.url)
+
+            async def connect() -> asyncpg.Connection:
+                return await asyncpg.connect(dsn, server_settings=settings, **tls)
+
+            self._hot = HotConnections(connect, self.hot_pool_size)
         return self._hot
 
     async def dispose(self) -> None:
