@@ -320,3 +320,23 @@ async def test_unknown_api_path_and_wrong_method_answer_in_openai_shape(api):
     assert (await error_of(await api.get("/v1/chat/completions", headers=api.auth), 405))[
         "code"
     ] == "method_not_allowed"
+
+
+async def test_a_settle_that_fails_for_a_moment_is_retried_and_charged_once(api, monkeypatch):
+    from resayil_gateway.billing import metering
+
+    monkeypatch.setattr(metering, "SETTLE_BACKOFF_S", 0.001)
+    real_settle = api.gateway.ledger.settle
+    failures = []
+
+    async def flaky(hold_id, cost, **kwargs):
+        if len(failures) < 2:
+            failures.append(hold_id)
+            raise ConnectionError("database restarting")
+        return await real_settle(hold_id, cost, **kwargs)
+
+    monkeypatch.setattr(api.gateway.ledger, "settle", flaky)
+    assert (await api.post("/v1/chat/completions", json=chat_body(), headers=api.auth)).status == 200
+    assert await balance(api) == 99
+    assert len(failures) == 2
+    assert await api.gateway.ledger.check() == []

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("resayil.metering")
 
+SETTLE_ATTEMPTS = 5
+SETTLE_BACKOFF_S = 0.2
+
 
 def price(gateway: Gateway, caller: Caller, model: ModelInfo, backend: str, usage: Usage) -> int:
     """Credits for ``usage`` through the ``price_usage`` hook (the first plugin that answers)."""
@@ -100,17 +103,28 @@ class Meter:
         self.gateway.track(task)
         return task
 
+    async def _settle(self, cost: int) -> Charge | None:
+        """Settle, retrying a store that fails for a moment. Retrying is safe: the first settle that commits
+        deletes the hold, so a repeat finds nothing and charges nothing."""
+        for attempt in range(SETTLE_ATTEMPTS):
+            try:
+                return await self.gateway.ledger.settle(self.hold_id, cost, memo=self.model.id)
+            except Exception:
+                if attempt == SETTLE_ATTEMPTS - 1:
+                    # The hold stays in the store (its lease runs out and housekeeping releases it): logged loudly.
+                    log.exception(
+                        "could not settle hold %s (cost %d) after %d attempts", self.hold_id, cost, attempt + 1
+                    )
+                    return None
+                await asyncio.sleep(SETTLE_BACKOFF_S * 2**attempt)
+        return None
+
     async def _finish(self, usage: Usage | None, status: int, error_code: str | None) -> Charge | None:
         gateway = self.gateway
         cost = 0
         if usage is not None and usage.total_tokens > 0:
             cost = price(gateway, self.caller, self.model, self.backend, usage)
-        charge = None
-        try:
-            charge = await gateway.ledger.settle(self.hold_id, cost, memo=self.model.id)
-        except Exception:
-            # The hold stays in the store and is settled as released by housekeeping; never lost silently.
-            log.exception("could not settle hold %s (cost %d); it will be released by housekeeping", self.hold_id, cost)
+        charge = await self._settle(cost)
         used = usage or Usage()
         metrics = gateway.metrics
         if used.total_tokens:
