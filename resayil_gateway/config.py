@@ -54,6 +54,7 @@ class GatewaySettings(Section):
     auth_cache_ttl_s: float = Field(30.0, ge=0)
     shutdown_timeout_s: float = Field(30.0, ge=0)
     hold_lease_s: float = Field(120.0, ge=5)
+    settle_batch_ms: float = Field(10.0, ge=0, le=1000)
 
     @field_validator("public_url")
     @classmethod

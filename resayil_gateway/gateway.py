@@ -62,7 +62,11 @@ class Gateway:
         self.accounts = AccountService(self)
         self.keys = KeyService(self, secret if secret is not None else resolve_secret(settings))
         self.ledger = Ledger(
-            self.store, self.clock, self.instance_id, lease=timedelta(seconds=settings.gateway.hold_lease_s)
+            self.store,
+            self.clock,
+            self.instance_id,
+            lease=timedelta(seconds=settings.gateway.hold_lease_s),
+            settle_window=settings.gateway.settle_batch_ms / 1000,
         )
         self.usage = UsageRecorder(self)
         self.admission = Admission()
@@ -181,6 +185,7 @@ class Gateway:
     async def stop_services(self) -> None:
         """Finish pending charges, stop backends, flush batched writes, disconnect."""
         await self.drain()
+        await self.ledger.close()
         for backend in self.backends.values():
             with contextlib.suppress(Exception):
                 await backend.close()

@@ -171,3 +171,24 @@ async def test_ledger_check_reports_a_balance_that_differs_from_its_ledger(gatew
         await conn.execute(update(balances).values(topup_credits=99))
     problems = await gateway.ledger.check()
     assert [(p.field, p.stored, p.expected) for p in problems] == [("topup_credits", 99, 10)]
+
+
+async def test_settles_gathered_into_batches_charge_each_hold_exactly_once(make_gateway, clock):
+    gateway = make_gateway(clock=clock, overrides={"gateway": {"settle_batch_ms": 20}})
+    accounts = [
+        await gateway.accounts.create(f"b{i}@example.com", f"+9655001{i:04d}", "correct horse battery") for i in range(20)
+    ]
+    for account in accounts:
+        await gateway.ledger.grant(account.id, 10, bucket="topup", ref=f"g{account.id}", reason="topup")
+    holds = [(account.id, f"h{account.id}-{n}") for account in accounts for n in range(4)]
+    for account_id, hold_id in holds:
+        await gateway.ledger.reserve(hold_id, account_id, 2)
+    # reversed order, twice each: batches must lock in a stable order and a repeat must charge nothing
+    work = [gateway.ledger.settle(h, 2, account_id=a) for a, h in reversed(holds)]
+    work += [gateway.ledger.settle(h, 2, account_id=a) for a, h in holds]
+    charges = await asyncio.gather(*work)
+    assert sum(charge.charged for charge in charges if charge is not None) == 2 * len(holds)
+    for account in accounts:
+        assert (await gateway.ledger.balance(account.id)).total == 2
+    assert await gateway.ledger.check() == []
+    await gateway.ledger.close()

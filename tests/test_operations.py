@@ -57,6 +57,7 @@ async def test_metrics_count_requests_tokens_and_credits_in_prometheus_format(op
     assert 'resayil_credits_charged_total{model="fake-small"} 1.0' in text
     assert "resayil_request_duration_seconds_bucket" in text
     assert 'resayil_backend_in_flight{backend="fake"} 0.0' in text
+    assert 'resayil_backend_queue_depth{backend="fake"} 0.0' in text
 
 
 async def test_openapi_document_describes_every_api_route(ops):

@@ -15,7 +15,14 @@ from aiohttp import web
 
 from ..billing.metering import Meter
 from ..domain import Caller, ChatDelta, ChatRequest, ModelInfo, Usage
-from ..errors import BackendError, GatewayError, ModelNotFound, NoCapacity, UpstreamUnavailable
+from ..errors import (
+    AuthenticationFailed,
+    BackendError,
+    GatewayError,
+    ModelNotFound,
+    NoCapacity,
+    UpstreamUnavailable,
+)
 from ..plugins import await_me_maybe
 from ..routing.backends import Route
 from .keys import GATEWAY, MODEL, REQUEST_ID
@@ -39,8 +46,6 @@ async def authenticate(request: web.Request, gateway: Gateway) -> Caller:
     """The caller, from the first ``authenticate`` hook that answers; 401 otherwise."""
     caller = await await_me_maybe(gateway.pm.hook.authenticate(request=request, gateway=gateway))
     if caller is None:
-        from ..errors import AuthenticationFailed
-
         raise AuthenticationFailed("No credentials were accepted.")
     return caller
 

@@ -89,5 +89,8 @@ async def metrics_handler(request: web.Request) -> web.Response:
     """``GET /metrics`` in Prometheus text format."""
     from .keys import GATEWAY
 
-    body = request.app[GATEWAY].metrics.render()
+    gateway = request.app[GATEWAY]
+    for name in gateway.backends:
+        gateway.metrics.child(gateway.metrics.queue_depth, name).set(gateway.admission.depth(name))
+    body = gateway.metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..store.tables import accounts, api_keys, balances, holds, ledger
+from .settle_batch import SettleBatcher, SettleItem
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -155,6 +156,7 @@ def _entry(row: Any, replayed: bool = False) -> Entry:
 # The request path on PostgreSQL: one stored-function call each (migration 0002), same rules as below.
 _PG_RESERVE = "SELECT resayil_reserve($1, $2, $3, $4, $5, $6, $7)"
 _PG_SETTLE = "SELECT * FROM resayil_settle($1, $2, $3, $4)"
+_PG_SETTLE_MANY = "SELECT * FROM resayil_settle_many($1::text[], $2::bigint[], $3, $4::text[])"
 
 
 def _usable_plan(now: Any) -> Any:
@@ -164,11 +166,21 @@ def _usable_plan(now: Any) -> Any:
 class Ledger:
     """Grants, holds, charges, adjustments and expiry, each atomic and idempotent on its reference."""
 
-    def __init__(self, store: Store, clock: Clock, owner: str, lease: timedelta = timedelta(minutes=2)) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        owner: str,
+        lease: timedelta = timedelta(minutes=2),
+        settle_window: float = 0.0,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.owner = owner
         self.lease = lease
+        self._batcher = (
+            SettleBatcher(self._settle_batch, settle_window) if settle_window > 0 and not store.is_sqlite else None
+        )
 
     # -- reads -------------------------------------------------------------------------------------------
 
@@ -502,7 +514,7 @@ class Ledger:
                 return HoldRefused("revoked")
         return HoldRefused("insufficient", (await self.balance(account_id, conn)).available)
 
-    async def settle(self, hold_id: str, cost: int, *, memo: str = "") -> Charge | None:
+    async def settle(self, hold_id: str, cost: int, *, memo: str = "", account_id: int | None = None) -> Charge | None:
         """Charge ``cost`` against a hold and release the rest, atomically; None if the hold is gone.
 
         The charge may use the hold plus any available balance; what it cannot collect is recorded as
@@ -513,7 +525,7 @@ class Ledger:
             raise LedgerError("a cost cannot be negative")
         ref = f"req:{hold_id}"
         if not self.store.is_sqlite:
-            return await self._settle_in_postgres(hold_id, cost, memo)
+            return await self._settle_in_postgres(hold_id, cost, memo, account_id)
         async with self.store.begin_fast() as conn:
             hold = (
                 await conn.execute(
@@ -575,10 +587,12 @@ class Ledger:
         after = replace(before, plan_credits=plan_after, topup_credits=topup_after, held=before.held - hold.amount)
         return Charge(hold_id, hold.account_id, cost, charged, cost - charged, entry, after.total)
 
-    async def _settle_in_postgres(self, hold_id: str, cost: int, memo: str) -> Charge | None:
+    async def _settle_in_postgres(self, hold_id: str, cost: int, memo: str, account_id: int | None) -> Charge | None:
         now = self.clock.now()
-        pool = await self.store.hot()
-        row = await pool.fetchrow(_PG_SETTLE, hold_id, cost, now, memo)
+        if account_id is not None and self._batcher is not None:
+            row = await self._batcher.settle(account_id, hold_id, cost, memo)
+        else:
+            row = await (await self.store.hot()).fetchrow(_PG_SETTLE, hold_id, cost, now, memo)
         if row is None:
             return None
         entry = None
@@ -597,6 +611,22 @@ class Ledger:
                 now,
             )
         return Charge(hold_id, row["o_account"], cost, row["o_charged"], row["o_uncollected"], entry, row["o_balance"])
+
+    async def _settle_batch(self, batch: Sequence[SettleItem]) -> dict[str, Any]:
+        pool = await self.store.hot()
+        rows = await pool.fetch(
+            _PG_SETTLE_MANY,
+            [item.hold_id for item in batch],
+            [item.cost for item in batch],
+            self.clock.now(),
+            [item.memo for item in batch],
+        )
+        return {row["o_id"]: row for row in rows}
+
+    async def close(self) -> None:
+        """Settle whatever is still gathered for a batch."""
+        if self._batcher is not None:
+            await self._batcher.close()
 
     async def release(self, hold_id: str) -> None:
         """Give a hold back untouched (the request failed before producing anything)."""

@@ -108,7 +108,9 @@ class Meter:
         deletes the hold, so a repeat finds nothing and charges nothing."""
         for attempt in range(SETTLE_ATTEMPTS):
             try:
-                return await self.gateway.ledger.settle(self.hold_id, cost, memo=self.model.id)
+                return await self.gateway.ledger.settle(
+                    self.hold_id, cost, memo=self.model.id, account_id=self.caller.account_id
+                )
             except Exception:
                 if attempt == SETTLE_ATTEMPTS - 1:
                     # The hold stays in the store (its lease runs out and housekeeping releases it): logged loudly.

@@ -38,6 +38,11 @@ class HotConnections:
         """The first row of ``query`` (a record), or None."""
         return await self._run("fetchrow", query, args)
 
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        """Every row of ``query`` (records)."""
+        rows: list[Any] = await self._run("fetch", query, args)
+        return rows
+
     async def _run(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
         conn = self._idle.pop() if self._idle else await self._take()
         try:
