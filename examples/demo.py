@@ -90,8 +90,9 @@ def main() -> None:
     port = int(os.environ.get("RESAYIL_GATEWAY__PORT", "8080"))
     if not _port_free(port):
         sys.exit(f"error: port {port} is in use (set RESAYIL_GATEWAY__PORT to another)")
-    web.run_app(make_app(), host="127.0.0.1", port=port, handler_cancellation=True, access_log_class=AccessLogger,
-                print=None)
+    web.run_app(
+        make_app(), host="127.0.0.1", port=port, handler_cancellation=True, access_log_class=AccessLogger, print=None
+    )
 
 
 if __name__ == "__main__":

@@ -176,7 +176,8 @@ async def test_ledger_check_reports_a_balance_that_differs_from_its_ledger(gatew
 async def test_settles_gathered_into_batches_charge_each_hold_exactly_once(make_gateway, clock):
     gateway = make_gateway(clock=clock, overrides={"gateway": {"settle_batch_ms": 20}})
     accounts = [
-        await gateway.accounts.create(f"b{i}@example.com", f"+9655001{i:04d}", "correct horse battery") for i in range(20)
+        await gateway.accounts.create(f"b{i}@example.com", f"+9655001{i:04d}", "correct horse battery")
+        for i in range(20)
     ]
     for account in accounts:
         await gateway.ledger.grant(account.id, 10, bucket="topup", ref=f"g{account.id}", reason="topup")
