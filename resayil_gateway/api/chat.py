@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import orjson
 from aiohttp import web
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..gateway import Gateway
 
 log = logging.getLogger("resayil.api")
+T = TypeVar("T")
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 SSE_HEADERS = {
@@ -78,17 +79,41 @@ def _route_headers(route: Route, headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    """Answer an OpenAI chat-completions request, streamed or whole."""
+async def _caller_and_body(request: web.Request) -> tuple[Gateway, Caller, dict[str, Any]]:
     gateway = request.app[GATEWAY]
     caller = await authenticate(request, gateway)
-    body = await read_json(request, gateway.settings.gateway.max_body_bytes)
+    return gateway, caller, await read_json(request, gateway.settings.gateway.max_body_bytes)
+
+
+async def _admitted(
+    gateway: Gateway, caller: Caller, route: Route, meter: Meter, call: Callable[[], Awaitable[T]]
+) -> T:
+    """Run a whole (non-streamed) backend call in one of the backend's slots; any failure releases the hold
+    and reaches the client as an OpenAI error."""
+    backend = route.backend
+    try:
+        async with gateway.admission.slot(
+            backend.name, _priority(gateway, caller), gateway.settings.routing.max_queue_wait_s
+        ):
+            in_flight = gateway.metrics.child(gateway.metrics.in_flight, backend.name)
+            in_flight.inc()
+            try:
+                return await call()
+            finally:
+                in_flight.dec()
+    except BaseException as exc:
+        await _fail(gateway, meter, route, exc)
+        _reraise(exc)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """Answer an OpenAI chat-completions request, streamed or whole."""
+    gateway, caller, body = await _caller_and_body(request)
     chat = parse_chat_request(body)
     model = resolve_model(gateway, caller, chat.model)
     request[MODEL] = model.id
     route = choose_route(gateway, caller, chat, model)
-    meter = Meter(gateway, caller, model, request[REQUEST_ID], "chat", chat.stream)
-    meter.backend = route.backend.name
+    meter = Meter(gateway, caller, model, route.backend.name, request[REQUEST_ID], "chat", chat.stream)
     await meter.reserve(chat.estimated_prompt_tokens(), chat.max_tokens)
     if chat.stream:
         return await _stream(request, gateway, caller, chat, route, meter)
@@ -98,20 +123,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def _whole(
     request: web.Request, gateway: Gateway, caller: Caller, chat: ChatRequest, route: Route, meter: Meter
 ) -> web.StreamResponse:
-    backend = route.backend
-    try:
-        async with gateway.admission.slot(
-            backend.name, _priority(gateway, caller), gateway.settings.routing.max_queue_wait_s
-        ):
-            in_flight = gateway.metrics.child(gateway.metrics.in_flight, backend.name)
-            in_flight.inc()
-            try:
-                result = await backend.chat(chat, route.upstream_model)
-            finally:
-                in_flight.dec()
-    except BaseException as exc:
-        await _fail(gateway, meter, route, exc)
-        _reraise(exc)
+    result = await _admitted(gateway, caller, route, meter, lambda: route.backend.chat(chat, route.upstream_model))
     created = int(time.time())
     payload = orjson.dumps(completion_body(f"chatcmpl-{request[REQUEST_ID]}", created, route.model.id, result))
     meter.finish_later(result.usage, 200)
@@ -245,9 +257,7 @@ def _as_gateway_error(exc: BaseException) -> GatewayError:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     """Answer an OpenAI embeddings request."""
-    gateway = request.app[GATEWAY]
-    caller = await authenticate(request, gateway)
-    body = await read_json(request, gateway.settings.gateway.max_body_bytes)
+    gateway, caller, body = await _caller_and_body(request)
     embed = parse_embedding_request(body)
     model = resolve_model(gateway, caller, embed.model)
     request[MODEL] = model.id
@@ -255,17 +265,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     if backend is None:
         raise NoCapacity("No backend can serve this model right now.", headers={"Retry-After": "5"})
     route = Route(backend, model.name_upstream, model)
-    meter = Meter(gateway, caller, model, request[REQUEST_ID], "embeddings", False)
-    meter.backend = backend.name
+    meter = Meter(gateway, caller, model, backend.name, request[REQUEST_ID], "embeddings", False)
     await meter.reserve(embed.estimated_prompt_tokens(), 0)
-    try:
-        async with gateway.admission.slot(
-            backend.name, _priority(gateway, caller), gateway.settings.routing.max_queue_wait_s
-        ):
-            result = await backend.embed(embed, route.upstream_model)
-    except BaseException as exc:
-        await _fail(gateway, meter, route, exc)
-        _reraise(exc)
+    result = await _admitted(gateway, caller, route, meter, lambda: backend.embed(embed, route.upstream_model))
     payload: Any = embeddings_body(model.id, result, embed.encoding_format)
     meter.finish_later(result.usage, 200)
     return web.Response(body=orjson.dumps(payload), headers=_route_headers(route, dict(JSON_HEADERS)))

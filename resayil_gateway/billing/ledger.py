@@ -124,6 +124,21 @@ class Charge:
 
 
 @dataclass(frozen=True, slots=True)
+class _Change:
+    """A grant, adjustment or expiry to apply to one bucket."""
+
+    account_id: int
+    delta: int
+    bucket: Bucket
+    ref: str
+    reason: str
+    actor: str
+    memo: str = ""
+    expires_at: datetime | None = None
+    is_grant: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Mismatch:
     """An account whose stored balance differs from its ledger (or holds)."""
 
@@ -244,17 +259,8 @@ class Ledger:
             raise LedgerError("a grant cannot be negative; use adjust")
         if bucket == "plan" and expires_at is None:
             raise LedgerError("plan credits need an expiry")
-        return await self._change(
-            account_id,
-            credits,
-            bucket=bucket,
-            ref=ref,
-            reason=reason,
-            actor=actor,
-            memo=memo,
-            expires_at=expires_at,
-            is_grant=True,
-            conn=conn,
+        return await self._apply(
+            _Change(account_id, credits, bucket, ref, reason, actor, memo, expires_at, is_grant=True), conn
         )
 
     async def adjust(
@@ -270,50 +276,24 @@ class Ledger:
         """An admin's signed change to a bucket, with a reason; refused if it would go below zero."""
         if not reason.strip():
             raise LedgerError("an adjustment needs a reason")
-        return await self._change(
-            account_id, delta, bucket=bucket, ref=ref, reason="adjustment", actor=actor, memo=reason
-        )
+        return await self._apply(_Change(account_id, delta, bucket, ref, "adjustment", actor, memo=reason))
 
-    async def _change(
-        self,
-        account_id: int,
-        delta: int,
-        *,
-        bucket: Bucket,
-        ref: str,
-        reason: str,
-        actor: str,
-        memo: str,
-        expires_at: datetime | None = None,
-        is_grant: bool = False,
-        conn: AsyncConnection | None = None,
-    ) -> Entry:
-        if conn is None:
-            try:
-                async with self.store.begin() as own:
-                    return await self._change_in(
-                        own, account_id, delta, bucket, ref, reason, actor, memo, expires_at, is_grant
-                    )
-            except IntegrityError:
-                existing = await self.by_ref(ref)
-                if existing is None:
-                    raise
-                return existing
-        return await self._change_in(conn, account_id, delta, bucket, ref, reason, actor, memo, expires_at, is_grant)
+    async def _apply(self, change: _Change, conn: AsyncConnection | None = None) -> Entry:
+        """Apply ``change`` in ``conn``'s transaction, or in a new one; a replayed reference returns the first
+        entry (also when two replays race: the loser's unique-key error turns into a read)."""
+        if conn is not None:
+            return await self._apply_in(conn, change)
+        try:
+            async with self.store.begin() as own:
+                return await self._apply_in(own, change)
+        except IntegrityError:
+            existing = await self.by_ref(change.ref)
+            if existing is None:
+                raise
+            return existing
 
-    async def _change_in(
-        self,
-        conn: AsyncConnection,
-        account_id: int,
-        delta: int,
-        bucket: Bucket,
-        ref: str,
-        reason: str,
-        actor: str,
-        memo: str,
-        expires_at: datetime | None,
-        is_grant: bool,
-    ) -> Entry:
+    async def _apply_in(self, conn: AsyncConnection, change: _Change) -> Entry:
+        account_id, delta, bucket, ref = change.account_id, change.delta, change.bucket, change.ref
         row = (
             await conn.execute(
                 select(
@@ -339,8 +319,8 @@ class Ledger:
         if bucket == "plan":
             plan += delta
             values["plan_credits"] = plan
-            if expires_at is not None:
-                values["plan_expires_at"] = expires_at
+            if change.expires_at is not None:
+                values["plan_expires_at"] = change.expires_at
         else:
             topup += delta
             values["topup_credits"] = topup
@@ -354,7 +334,7 @@ class Ledger:
         )
         if delta < 0 and after.total < before.held:
             raise LedgerError(f"only {before.available} credits are available (the rest is held by requests)")
-        if is_grant:
+        if change.is_grant:
             values["last_grant_total"] = after.total
         await conn.execute(update(balances).where(balances.c.account_id == account_id).values(**values))
         inserted = await conn.execute(
@@ -362,14 +342,14 @@ class Ledger:
             .values(
                 account_id=account_id,
                 ref=ref,
-                reason=reason,
-                actor=actor,
+                reason=change.reason,
+                actor=change.actor,
                 plan_delta=delta if bucket == "plan" else 0,
                 topup_delta=delta if bucket == "topup" else 0,
                 uncollected=0,
                 plan_after=plan,
                 topup_after=topup,
-                memo=memo,
+                memo=change.memo,
                 created_at=now,
             )
             .returning(*_ENTRY_COLUMNS)
@@ -398,17 +378,8 @@ class Ledger:
         existing = await self.by_ref(ref, conn)
         if existing is not None:
             return existing
-        return await self._change_in(
-            conn,
-            account_id,
-            -row.plan_credits,
-            "plan",
-            ref,
-            "expiry",
-            "system",
-            "plan period ended",
-            None,
-            False,
+        return await self._apply_in(
+            conn, _Change(account_id, -row.plan_credits, "plan", ref, "expiry", "system", "plan period ended")
         )
 
     async def expire_due(self, limit: int = 500) -> int:

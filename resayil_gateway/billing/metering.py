@@ -41,7 +41,14 @@ class Meter:
     __slots__ = ("_done", "at", "backend", "caller", "endpoint", "gateway", "hold_id", "model", "started", "stream")
 
     def __init__(
-        self, gateway: Gateway, caller: Caller, model: ModelInfo, request_id: str, endpoint: str, stream: bool
+        self,
+        gateway: Gateway,
+        caller: Caller,
+        model: ModelInfo,
+        backend: str,
+        request_id: str,
+        endpoint: str,
+        stream: bool,
     ) -> None:
         self.gateway = gateway
         self.caller = caller
@@ -49,7 +56,7 @@ class Meter:
         self.hold_id = request_id
         self.endpoint = endpoint
         self.stream = stream
-        self.backend = model.backend
+        self.backend = backend
         self.started = time.perf_counter()
         self.at = gateway.clock.now()
         self._done = False
