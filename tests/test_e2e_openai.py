@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import openai
 import pytest
@@ -199,3 +200,42 @@ def test_300_concurrent_requests_with_100_credits_give_100_answers_and_200_402s(
     total, problems = live.run(check())
     assert total == 0
     assert problems == []
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+        },
+    }
+]
+
+
+def test_tool_calls_come_back_in_openai_shape_whole_and_streamed(live):
+    messages = [{"role": "user", "content": "__sim_tool_call__ weather in Kuwait City"}]
+    completion = client(live).chat.completions.create(model="llama3.2:3b", messages=messages, tools=TOOLS)
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["query"].startswith("__sim_tool_call__")
+    chunks = list(
+        client(live).chat.completions.create(model="llama3.2:3b", messages=messages, tools=TOOLS, stream=True)
+    )
+    streamed = [c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert streamed and streamed[0][0].function.name == "get_weather"
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    # the tool's answer goes back as a tool message, which the gateway passes on
+    followup = client(live).chat.completions.create(
+        model="llama3.2:3b",
+        messages=[
+            *messages,
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "31°C, sunny"},
+        ],
+        max_tokens=5,
+    )
+    assert followup.choices[0].message.content
