@@ -133,13 +133,15 @@ def serve(
 
     def start() -> None:
         settings = _gateway(config_path).settings.gateway
-        run_server(
+        status = run_server(
             functools.partial(_gateway, config_path),
             host or settings.host,
             settings.port if port is None else port,
             workers,
             access_log=not no_access_log,
         )
+        if status:
+            fail("workers kept failing at start; the log above says why", status)
 
     guarded(start)
 

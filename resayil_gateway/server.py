@@ -28,6 +28,9 @@ from .store import upgrade
 
 log = logging.getLogger("resayil.server")
 
+WORKER_MIN_LIFE_S = 5.0  # a worker that dies sooner than this failed to start
+WORKER_QUICK_FAILURES = 3  # that many in a row stop the supervisor instead of restarting forever
+
 
 def check_workers(gateway: Gateway, workers: int) -> None:
     """Refuse several workers where state would silently be per worker."""
@@ -75,25 +78,28 @@ def serve(
     port: int,
     workers: int = 1,
     access_log: bool = True,
-) -> None:
-    """Migrate the schema, bind ``host:port`` and serve until SIGTERM/SIGINT."""
+) -> int:
+    """Migrate the schema, bind ``host:port`` and serve until SIGTERM/SIGINT; returns the exit status."""
     gateway = make_gateway()
     check_workers(gateway, workers)
-    asyncio.run(_migrate(gateway))
+    asyncio.run(_prepare(gateway))
     sock = _bind(host, port)
     bound = sock.getsockname()
     log.info("Resayil Gateway listening on http://%s:%s with %d worker(s)", bound[0], bound[1], workers)
     if workers <= 1:
         _run_one(make_gateway, sock, access_log)
-        return
+        return 0
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="resayil-metrics-"))
-    _supervise(make_gateway, sock, workers, access_log)
+    return _supervise(make_gateway, sock, workers, access_log)
 
 
-async def _migrate(gateway: Gateway) -> None:
+async def _prepare(gateway: Gateway) -> None:
+    """Before listening: the shared state answers and the schema is current (a clear one-line error otherwise)."""
     try:
+        await gateway.state.ping()
         await upgrade(gateway.store)
     finally:
+        await gateway.state.close()
         await gateway.store.dispose()
 
 
@@ -130,9 +136,11 @@ def _spawn(make_gateway: Callable[[], Gateway], sock: socket.socket, access_log:
     return pid
 
 
-def _supervise(make_gateway: Callable[[], Gateway], sock: socket.socket, workers: int, access_log: bool) -> None:
-    children = {_spawn(make_gateway, sock, access_log) for _ in range(workers)}
+def _supervise(make_gateway: Callable[[], Gateway], sock: socket.socket, workers: int, access_log: bool) -> int:
+    children = {_spawn(make_gateway, sock, access_log): time.monotonic() for _ in range(workers)}
     stopping = False
+    quick_failures = 0
+    exit_code = 0
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -150,9 +158,17 @@ def _supervise(make_gateway: Callable[[], Gateway], sock: socket.socket, workers
             break
         except InterruptedError:
             continue
-        children.discard(pid)
-        if not stopping:
-            log.error("worker %d exited (status %d); starting another", pid, status)
-            time.sleep(0.5)
-            children.add(_spawn(make_gateway, sock, access_log))
+        started = children.pop(pid, time.monotonic())
+        if stopping:
+            continue
+        quick_failures = quick_failures + 1 if time.monotonic() - started < WORKER_MIN_LIFE_S else 0
+        if quick_failures >= WORKER_QUICK_FAILURES:
+            log.error("workers keep failing at start (see above); stopping")
+            stop(signal.SIGTERM, None)
+            exit_code = 1
+            continue
+        log.error("worker %d exited (status %d); starting another", pid, status)
+        time.sleep(0.5)
+        children[_spawn(make_gateway, sock, access_log)] = time.monotonic()
     sock.close()
+    return exit_code

@@ -172,3 +172,33 @@ def test_workers_stop_when_their_supervisor_is_killed(deployment):
         if Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
     ]
     assert alive == []
+
+
+def test_supervisor_gives_up_when_workers_keep_failing_at_start():
+    from resayil_gateway import server
+
+    def broken_gateway():
+        raise RuntimeError("cannot start")
+
+    sock = server._bind("127.0.0.1", 0)
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        assert server._supervise(broken_gateway, sock, 2, access_log=False) == 1
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+
+
+def test_serve_with_redis_unreachable_stops_with_one_line_before_listening(tmp_path):
+    env = {
+        **os.environ,
+        "RESAYIL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
+        "RESAYIL_REDIS_URL": "redis://127.0.0.1:1/0",
+        "RESAYIL_SECRET_KEY": TEST_SECRET,
+    }
+    done = subprocess.run(
+        [str(BIN / "resayil"), "serve", "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip().splitlines()[-1]]
+    assert done.stderr.startswith("error: cannot reach the database or Redis")
