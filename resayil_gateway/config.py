@@ -55,6 +55,8 @@ class GatewaySettings(Section):
     shutdown_timeout_s: float = Field(30.0, ge=0)
     hold_lease_s: float = Field(120.0, ge=5)
     settle_batch_ms: float = Field(10.0, ge=0, le=1000)
+    db_pool_size: int = Field(8, ge=2, le=200)
+    db_hot_pool_size: int = Field(24, ge=1, le=500)
 
     @field_validator("public_url")
     @classmethod

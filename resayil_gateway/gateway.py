@@ -56,7 +56,11 @@ class Gateway:
         self.pm = pm
         self.clock = clock or Clock(settings.gateway.timezone)
         self.instance_id = uuid.uuid4().hex
-        self.store = Store(settings.gateway.database_url)
+        self.store = Store(
+            settings.gateway.database_url,
+            pool_size=settings.gateway.db_pool_size,
+            hot_pool_size=settings.gateway.db_hot_pool_size,
+        )
         self.state: SharedState = make_state(settings.gateway.redis_url, self.instance_id)
         self.metrics = Metrics()
         self.accounts = AccountService(self)

@@ -80,7 +80,7 @@ def _postgres_engine(url: str, synchronous_commit: bool, pool_size: int) -> Asyn
 class Store:
     """The database: ``engine`` for everything, ``fast_engine`` for request-path writes (see module doc)."""
 
-    def __init__(self, url: str, pool_size: int = 10, hot_pool_size: int = 32) -> None:
+    def __init__(self, url: str, pool_size: int = 8, hot_pool_size: int = 24) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.hot_pool_size = hot_pool_size
