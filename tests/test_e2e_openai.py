@@ -239,3 +239,38 @@ def test_tool_calls_come_back_in_openai_shape_whole_and_streamed(live):
         max_tokens=5,
     )
     assert followup.choices[0].message.content
+
+
+def test_client_leaving_mid_stream_frees_the_ollama_slot_and_pays_for_what_was_produced(stack_info):
+    slow = LiveDeployment(stack_info.database_url, stack_info.redis_url, tokens_per_second=20, reply_tokens=200)
+    slow.start()
+    try:
+        account = slow.run(seed_account(slow.gateway, credits=1000))
+        stream = openai.OpenAI(base_url=slow.base_url + "/v1", api_key=account.key).chat.completions.create(
+            model="llama3.2:3b", messages=[{"role": "user", "content": "tell me a long story"}], stream=True
+        )
+        received = 0
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                received += 1
+            if received == 3:
+                break
+        stream.close()
+
+        async def settled():
+            async with asyncio.timeout(10):
+                while slow.simulator_stats.snapshot()["cancelled"] < 1:
+                    await asyncio.sleep(0.02)
+            await slow.gateway.drain()
+            return (
+                slow.simulator_stats.snapshot(),
+                await slow.gateway.ledger.balance(account.id),
+                slow.gateway.admission.running("ollama"),
+            )
+
+        stats, balance, running = slow.run(settled())
+        assert stats["cancelled"] == 1 and stats["in_flight"] == 0
+        assert running == 0
+        assert (balance.total, balance.held) == (999, 0)  # a few tokens produced: one credit
+    finally:
+        slow.stop()
