@@ -70,7 +70,7 @@ async def make_app() -> web.Application:
     -d '{{"model": "llama3.2:3b", "messages": [{{"role": "user", "content": "مرحبا"}}], "stream": true}}'
 
   Python:  OpenAI(base_url="{base}/v1", api_key="{key}")
-  Admin:   {ADMIN_EMAIL} / {admin_password or "(unchanged since the first run)"}
+  Admin:   {ADMIN_EMAIL} / {admin_password or "(set on the first run; rm -rf var to start over)"}
   Stop:    Ctrl-C
 """,
         flush=True,
