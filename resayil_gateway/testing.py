@@ -16,7 +16,7 @@ import os
 import shutil
 import types
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -274,11 +274,7 @@ async def create_postgres_database() -> str:
     finally:
         await conn.close()
     url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    store = Store(url)
-    try:
-        await upgrade(store)
-    finally:
-        await store.dispose()
+    await _on_store(url, upgrade)
     return url
 
 
@@ -297,11 +293,7 @@ async def drop_postgres_database(url: str) -> None:
 
 async def create_sqlite_template(path: Path) -> Path:
     """A migrated SQLite file to copy for each test."""
-    store = Store(f"sqlite+aiosqlite:///{path}")
-    try:
-        await upgrade(store)
-    finally:
-        await store.dispose()
+    await _on_store(f"sqlite+aiosqlite:///{path}", upgrade)
     return path
 
 
@@ -312,10 +304,10 @@ async def truncate_all(store: Store) -> None:
         await conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
 
 
-async def _truncate(url: str) -> None:
+async def _on_store(url: str, action: Callable[[Store], Awaitable[None]]) -> None:
     store = Store(url)
     try:
-        await truncate_all(store)
+        await action(store)
     finally:
         await store.dispose()
 
@@ -388,7 +380,7 @@ if pytest is not None:
         url, reason = request.getfixturevalue("_postgres_database")
         if url is None:
             pytest.skip(reason)
-        asyncio.run(_truncate(url))
+        asyncio.run(_on_store(url, truncate_all))
         return StackInfo("postgres", url, REDIS_URL)
 
     @pytest.fixture

@@ -10,6 +10,16 @@ from resayil_gateway.errors import NoCapacity
 from resayil_gateway.routing.admission import Admission
 
 
+def occupy(admission: Admission, gate: asyncio.Event) -> asyncio.Task[None]:
+    """A request that holds the backend's only slot until ``gate`` is set."""
+
+    async def holder():
+        async with admission.slot("ollama"):
+            await gate.wait()
+
+    return asyncio.create_task(holder())
+
+
 async def test_at_most_max_concurrency_run_and_depth_counts_waiting_plus_running():
     admission = Admission()
     admission.configure("ollama", 2)
@@ -37,15 +47,11 @@ async def test_enterprise_priority_is_served_before_earlier_basic_requests():
     order = []
     gate = asyncio.Event()
 
-    async def holder():
-        async with admission.slot("ollama"):
-            await gate.wait()
-
     async def job(name, priority):
         async with admission.slot("ollama", priority=priority, timeout=5):
             order.append(name)
 
-    first = asyncio.create_task(holder())
+    first = occupy(admission, gate)
     await asyncio.sleep(0)
     waiting = [asyncio.create_task(job("basic-1", 0)), asyncio.create_task(job("basic-2", 0))]
     await asyncio.sleep(0)
@@ -61,12 +67,7 @@ async def test_waiting_longer_than_max_queue_wait_gets_503_with_retry_after():
     admission = Admission()
     admission.configure("ollama", 1)
     gate = asyncio.Event()
-
-    async def holder():
-        async with admission.slot("ollama"):
-            await gate.wait()
-
-    task = asyncio.create_task(holder())
+    task = occupy(admission, gate)
     await asyncio.sleep(0)
     with pytest.raises(NoCapacity) as refused:
         async with admission.slot("ollama", timeout=0.01):
@@ -82,12 +83,7 @@ async def test_a_cancelled_waiter_gives_its_place_up():
     admission = Admission()
     admission.configure("ollama", 1)
     gate = asyncio.Event()
-
-    async def holder():
-        async with admission.slot("ollama"):
-            await gate.wait()
-
-    first = asyncio.create_task(holder())
+    first = occupy(admission, gate)
     await asyncio.sleep(0)
 
     async def waiter():
