@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 JSON_HEADERS = {"Content-Type": "application/json"}
 READY_TIMEOUT_S = 2.0
 DISCOVERY_TIMEOUT_S = 5.0
-UNREACHABLE = "the local model server is unreachable"
+UNREACHABLE = "The model server is unreachable"
 
 
 class OllamaBackend:
@@ -187,7 +187,7 @@ class OllamaBackend:
                 chunk = await self._read_chunk(resp, deadline)
                 if not chunk:
                     if not pending.strip():
-                        raise UpstreamUnavailable("the local model server ended the answer before it was done")
+                        raise UpstreamUnavailable("The model server ended the answer before it was done")
                     chunk = b"\n"  # the last line had no newline
                 *lines, pending = (pending + chunk).split(b"\n")
                 for line in lines:
@@ -224,7 +224,7 @@ class OllamaBackend:
             raise translate.upstream_error(data)
         vectors = data.get("embeddings")
         if not isinstance(vectors, list) or len(vectors) != len(request.inputs):
-            raise UpstreamUnavailable("the local model server returned a malformed embedding answer")
+            raise UpstreamUnavailable("The model server returned a malformed embedding answer")
         prompt_tokens = data.get("prompt_eval_count")
         usage = Usage(
             prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else request.estimated_prompt_tokens()
@@ -253,7 +253,7 @@ class OllamaBackend:
             async with asyncio.timeout_at(deadline):
                 resp = await session.post(f"{self._url}{path}", data=orjson.dumps(body), headers=JSON_HEADERS)
         except TimeoutError:
-            raise UpstreamTimeout("the local model server did not answer in time") from None
+            raise UpstreamTimeout("The model server did not answer in time") from None
         except (aiohttp.ClientError, OSError):
             raise UpstreamUnavailable(UNREACHABLE) from None
         if resp.status >= 300:
@@ -282,9 +282,9 @@ class OllamaBackend:
             async with asyncio.timeout(self.settings.read_timeout_s):
                 raw = await resp.read()
         except TimeoutError:
-            raise UpstreamTimeout("the local model server stopped sending in time") from None
+            raise UpstreamTimeout("The model server stopped sending in time") from None
         except (aiohttp.ClientError, OSError):
-            raise UpstreamUnavailable("the local model server closed the connection") from None
+            raise UpstreamUnavailable("The model server closed the connection") from None
         finally:
             resp.release()
         return _parse(raw)
@@ -296,27 +296,27 @@ class OllamaBackend:
             async with asyncio.timeout_at(deadline):
                 return await resp.content.readany()
         except TimeoutError:
-            raise UpstreamTimeout("the local model server stopped sending in time") from None
+            raise UpstreamTimeout("The model server stopped sending in time") from None
         except (aiohttp.ClientError, OSError):
-            raise UpstreamUnavailable("the local model server closed the connection") from None
+            raise UpstreamUnavailable("The model server closed the connection") from None
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise UpstreamUnavailable("the local model server sent an unreadable answer") from None
+        raise UpstreamUnavailable("The model server sent an unreadable answer") from None
     if not isinstance(data, dict):
-        raise UpstreamUnavailable("the local model server sent an unreadable answer")
+        raise UpstreamUnavailable("The model server sent an unreadable answer")
     return data
 
 
 def _raise_for_status(status: int, message: str) -> NoReturn:
     """Raise the gateway error for an Ollama HTTP error status (the message is Ollama's own text)."""
     if status == 404:
-        raise UpstreamModelNotFound(message or "the model is not available on the local model server")
+        raise UpstreamModelNotFound(message or "The model is not available on the model server.")
     if status == 503:
-        raise NoCapacity("the local model server is busy, please try again", headers={"Retry-After": "1"})
+        raise NoCapacity("The model server is busy, please try again", headers={"Retry-After": "1"})
     if status == 400:
-        raise UpstreamBadRequest(message or "the local model server rejected the request")
-    raise UpstreamUnavailable(f"the local model server answered HTTP {status}")
+        raise UpstreamBadRequest(message or "The model server rejected the request")
+    raise UpstreamUnavailable(f"The model server answered HTTP {status}")

@@ -242,7 +242,7 @@ def usage_from(data: Mapping[str, Any], request: ChatRequest, completion_chars: 
 
 def upstream_error(data: Mapping[str, Any]) -> UpstreamUnavailable:
     """The error to raise for an ``{"error": ...}`` object Ollama sent in place of an answer."""
-    return UpstreamUnavailable(f"the local model server failed: {data.get('error')}")
+    return UpstreamUnavailable(f"The model server failed: {data.get('error')}")
 
 
 def chat_result(data: Mapping[str, Any], request: ChatRequest) -> ChatResult:
