@@ -10,12 +10,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 import orjson
+import redis.exceptions
+import sqlalchemy.exc
 from aiohttp import web
 
 from .api.keys import GATEWAY, MODEL, REQUEST_ID
 from .api.routes import API_PREFIXES, api_routes
-from .errors import AuthenticationFailed, GatewayError
+from .errors import AuthenticationFailed, GatewayError, ServiceUnavailable
 from .gateway import Gateway
 from .plugins import await_me_maybe
 
@@ -26,6 +29,17 @@ auth_log = logging.getLogger("resayil.auth")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HOUSEKEEPING_INTERVAL_S = 30.0
+# Failures of the gateway's own stores: the client gets a 503 to retry, never a 500.
+UNAVAILABLE = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
 
 
 def _is_api(path: str) -> bool:
@@ -97,6 +111,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except (asyncio.CancelledError, ConnectionError):
         raise
+    except UNAVAILABLE as exc:
+        log.error("%s %s: the store or Redis is unavailable: %s", request.method, request.path, type(exc).__name__)
+        return _error_response(
+            ServiceUnavailable("The service is temporarily unavailable. Please retry.", headers={"Retry-After": "2"})
+        )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error_response(

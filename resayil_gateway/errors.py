@@ -99,6 +99,14 @@ class ModelNotFound(GatewayError):
     code = "model_not_found"
 
 
+class ServiceUnavailable(GatewayError):
+    """503: the gateway's own database or Redis cannot be reached right now; carries ``Retry-After``."""
+
+    status = 503
+    type_ = "api_error"
+    code = "service_unavailable"
+
+
 class RateLimited(GatewayError):
     """429: too many requests for the plan; carries ``Retry-After``."""
 

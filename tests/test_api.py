@@ -340,3 +340,32 @@ async def test_a_settle_that_fails_for_a_moment_is_retried_and_charged_once(api,
     assert await balance(api) == 99
     assert len(failures) == 2
     assert await api.gateway.ledger.check() == []
+
+
+async def test_a_store_that_cannot_be_reached_gets_503_to_retry_never_500(api, monkeypatch):
+    import sqlalchemy.exc
+
+    async def down(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(api.gateway.ledger, "reserve", down)
+    response = await api.post("/v1/chat/completions", json=chat_body(), headers=api.auth)
+    error = await error_of(response, 503)
+    assert error["code"] == "service_unavailable"
+    assert response.headers["Retry-After"] == "2"
+
+
+async def test_killed_database_connections_are_replaced_without_failing_a_request(api, stack):
+    if stack != "postgres":
+        pytest.skip("PostgreSQL only")
+    assert (await api.post("/v1/chat/completions", json=chat_body(), headers=api.auth)).status == 200
+    await api.gateway.drain()
+    async with api.gateway.store.connect() as conn:  # as a database restart would
+        await conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    for _ in range(3):
+        assert (await api.post("/v1/chat/completions", json=chat_body(), headers=api.auth)).status == 200
+    assert await balance(api) == 96
+    assert await api.gateway.ledger.check() == []

@@ -3,7 +3,8 @@
 asyncpg's own pool resets and re-arms timers on every release (a round trip and ~0.1 ms of CPU per request
 here); these connections only ever run ``resayil_reserve`` and ``resayil_settle``, which leave no session state,
 so taking and returning one is a list pop and a list append. A connection that fails or whose call is
-cancelled mid-flight is discarded, never reused.
+cancelled mid-flight is discarded, never reused. Both calls are idempotent (keyed by the hold id), so a call
+whose connection was lost (PostgreSQL restarted, a connection killed) is sent once more on a fresh connection.
 """
 
 from __future__ import annotations
@@ -17,6 +18,20 @@ from typing import Any
 import asyncpg
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
+CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # the server shut the session down (restart, terminate)
+    asyncpg.InterfaceError,
+    ConnectionError,
+)
+
+
+class _StatementError(Exception):
+    """The statement itself failed (the connection is fine): raised to the caller as is, never retried."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class HotConnections:
@@ -44,17 +59,36 @@ class HotConnections:
         return rows
 
     async def _run(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
-        conn = self._idle.pop() if self._idle else await self._take()
+        try:
+            return await self._run_once(method, query, args)
+        except _StatementError as failed:
+            raise failed.error from None
+        except Exception:  # the connection broke, not the statement: once more on a fresh one
+            try:
+                return await self._run_once(method, query, args)
+            except _StatementError as failed:
+                raise failed.error from None
+
+    async def _run_once(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
+        conn = await self._idle_or_new()
         try:
             result = await getattr(conn, method)(query, *args)
         except BaseException as exc:
-            if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, asyncpg.PostgresConnectionError):
+            if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, CONNECTION_LOST):
                 self._give_back(conn)  # an error from the statement: the connection itself is fine
-            else:
-                self._discard(conn)
+                raise _StatementError(exc) from None
+            self._discard(conn)
             raise
         self._give_back(conn)
         return result
+
+    async def _idle_or_new(self) -> asyncpg.Connection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                return conn
+            self._discard(conn)  # the server closed it while it was idle
+        return await self._take()
 
     async def _take(self) -> asyncpg.Connection:
         if self._closed:
