@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -19,6 +20,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client import values as prometheus_values
 
 from .app import create_app
 from .config import ConfigError
@@ -89,8 +92,14 @@ def serve(
     if workers <= 1:
         _run_one(make_gateway, sock, access_log)
         return 0
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="resayil-metrics-"))
-    return _supervise(make_gateway, sock, workers, access_log)
+    own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    if own_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="resayil-metrics-")
+    try:
+        return _supervise(make_gateway, sock, workers, access_log)
+    finally:
+        if own_dir:
+            shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
 
 
 async def _prepare(gateway: Gateway) -> None:
@@ -125,6 +134,9 @@ def _spawn(make_gateway: Callable[[], Gateway], sock: socket.socket, access_log:
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            # prometheus_client picks its value store when first imported (before the fork, single-process):
+            # pick again so this worker's metrics go to the shared directory /metrics aggregates.
+            prometheus_values.ValueClass = prometheus_values.get_value_class()
             _run_one(make_gateway, sock, access_log, parent)
         except BaseException:
             log.exception("worker %d failed", os.getpid())
@@ -159,6 +171,8 @@ def _supervise(make_gateway: Callable[[], Gateway], sock: socket.socket, workers
         except InterruptedError:
             continue
         started = children.pop(pid, time.monotonic())
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            prometheus_multiprocess.mark_process_dead(pid)  # its live gauges no longer count
         if stopping:
             continue
         quick_failures = quick_failures + 1 if time.monotonic() - started < WORKER_MIN_LIFE_S else 0

@@ -126,6 +126,12 @@ def test_two_workers_serve_one_port_and_a_revocation_holds_on_every_worker(deplo
             await gateway.state.close()
             await gateway.store.dispose()
 
+    metrics = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    metrics.request("GET", "/metrics")
+    text = metrics.getresponse().read().decode()
+    # both workers' counts, added up whichever worker answers the scrape
+    assert 'resayil_requests_total{model="llama3.2:3b",route="/v1/chat/completions",status="200"} 6.0' in text
+
     asyncio.run(revoke())
     for _ in range(6):  # connections are spread over both workers
         assert call(port, "POST", "/v1/chat/completions", account.key, body)[0] == 401
