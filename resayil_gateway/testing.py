@@ -39,6 +39,7 @@ from .store import Store, upgrade
 from .store.tables import metadata
 
 POSTGRES_ADMIN_URL = os.environ.get("RESAYIL_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+ADMIN_DSN = POSTGRES_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")  # asyncpg's own form
 REDIS_URL = os.environ.get("RESAYIL_TEST_REDIS", "redis://127.0.0.1:6379/0")
 TEST_SECRET = "test-secret-key-for-hashing-api-keys-0123456789"
 
@@ -246,8 +247,7 @@ async def _postgres_reachable() -> str | None:
     try:
         import asyncpg
 
-        url = POSTGRES_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
-        conn = await asyncio.wait_for(asyncpg.connect(url), 3)
+        conn = await asyncio.wait_for(asyncpg.connect(ADMIN_DSN), 3)
         await conn.close()
     except Exception as exc:
         return f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable ({type(exc).__name__})"
@@ -264,15 +264,8 @@ async def _postgres_reachable() -> str | None:
 
 async def create_postgres_database() -> str:
     """A fresh, migrated PostgreSQL database for this test run; returns its URL."""
-    import asyncpg
-
     name = f"resayil_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = POSTGRES_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    await _as_admin(f'CREATE DATABASE "{name}"')
     url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     await _on_store(url, upgrade)
     return url
@@ -280,13 +273,16 @@ async def create_postgres_database() -> str:
 
 async def drop_postgres_database(url: str) -> None:
     """Drop a database made by :func:`create_postgres_database`."""
+    name = url.rsplit("/", 1)[1]
+    await _as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _as_admin(sql: str) -> None:
     import asyncpg
 
-    name = url.rsplit("/", 1)[1]
-    admin = POSTGRES_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(admin)
+    conn = await asyncpg.connect(ADMIN_DSN)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(sql)
     finally:
         await conn.close()
 
