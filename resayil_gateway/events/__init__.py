@@ -1,0 +1,1 @@
+"""Domain events, the durable outbox, notification channels and their templates."""
