@@ -44,6 +44,7 @@ class GatewaySettings(Section):
     public_url: str = "http://127.0.0.1:8080"
     database_url: str = Field("sqlite+aiosqlite:///var/resayil.db", repr=False)  # may carry a password
     redis_url: str = Field("", repr=False)
+    redis_prefix: str = Field("resayil", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     timezone: str = "Asia/Kuwait"
     default_language: Literal["ar", "en"] = "ar"
     secret_key: SecretStr = SecretStr("")

@@ -193,7 +193,13 @@ def build_gateway(
     """A gateway for tests: the given store and state, a fixed secret, only ``plugins`` unless
     ``load_entrypoints``. ``overrides`` is a nested mapping of settings."""
     merged: dict[str, Any] = {
-        "gateway": {"database_url": database_url, "redis_url": redis_url, "secret_key": TEST_SECRET}
+        "gateway": {
+            "database_url": database_url,
+            "redis_url": redis_url,
+            "secret_key": TEST_SECRET,
+            # parallel test runs share one Redis: each gateway keeps its keys apart
+            "redis_prefix": "t" + uuid.uuid4().hex[:12],
+        }
     }
     for section, values in (overrides or {}).items():
         if isinstance(values, Mapping) and isinstance(merged.get(section), dict):

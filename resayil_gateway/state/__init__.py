@@ -20,8 +20,14 @@ Listener = Callable[[str, str], None]
 class SharedState(ABC):
     """What every worker sees alike."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "resayil") -> None:
         self._listeners: list[Listener] = []
+        self.prefix = prefix
+
+    def key(self, *parts: str) -> str:
+        """A namespaced Redis key (``prefix:part:part``): deployments and test runs sharing one Redis never
+        see each other's keys."""
+        return ":".join((self.prefix, *parts))
 
     def on_broadcast(self, listener: Listener) -> None:
         """Call ``listener(topic, value)`` for every broadcast from another worker."""
@@ -67,10 +73,9 @@ class LocalState(SharedState):
 class RedisState(SharedState):
     """Many workers on many machines, through one Redis."""
 
-    CHANNEL = "resayil:broadcast"
-
-    def __init__(self, url: str, instance: str) -> None:
-        super().__init__()
+    def __init__(self, url: str, instance: str, prefix: str = "resayil") -> None:
+        super().__init__(prefix)
+        self.channel = self.key("broadcast")
         from redis.asyncio import Redis
 
         self.url = url
@@ -94,7 +99,7 @@ class RedisState(SharedState):
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.CHANNEL)
+                await pubsub.subscribe(self.channel)
                 self._ready.set()
                 async for message in pubsub.listen():
                     sender, _, rest = str(message.get("data", "")).partition("|")
@@ -112,7 +117,7 @@ class RedisState(SharedState):
 
     async def broadcast(self, topic: str, value: str) -> None:
         """Publish to every subscribed worker."""
-        await self.redis.publish(self.CHANNEL, f"{self.instance}|{topic}|{value}")
+        await self.redis.publish(self.channel, f"{self.instance}|{topic}|{value}")
 
     async def ping(self) -> None:
         """Raise when Redis does not answer."""
@@ -127,6 +132,6 @@ class RedisState(SharedState):
         await self.redis.aclose()
 
 
-def make_state(redis_url: str, instance: str) -> SharedState:
-    """Redis when a URL is configured, otherwise in-process."""
-    return RedisState(redis_url, instance) if redis_url else LocalState()
+def make_state(redis_url: str, instance: str, prefix: str = "resayil") -> SharedState:
+    """Redis when a URL is configured, otherwise in-process; every Redis key starts with ``prefix``."""
+    return RedisState(redis_url, instance, prefix) if redis_url else LocalState(prefix)
