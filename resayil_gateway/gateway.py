@@ -61,7 +61,8 @@ class Gateway:
             pool_size=settings.gateway.db_pool_size,
             hot_pool_size=settings.gateway.db_hot_pool_size,
         )
-        self.state: SharedState = make_state(settings.gateway.redis_url, self.instance_id, settings.gateway.redis_prefix)
+        gateway = settings.gateway
+        self.state: SharedState = make_state(gateway.redis_url, self.instance_id, gateway.redis_prefix)
         self.metrics = Metrics()
         self.accounts = AccountService(self)
         self.keys = KeyService(self, secret if secret is not None else resolve_secret(settings))

@@ -184,6 +184,7 @@ def build_gateway(
     database_url: str,
     *,
     redis_url: str = "",
+    redis_prefix: str = "resayil",
     plugins: Iterable[Any] = (),
     overrides: Mapping[str, Any] | None = None,
     clock: Clock | None = None,
@@ -197,8 +198,7 @@ def build_gateway(
             "database_url": database_url,
             "redis_url": redis_url,
             "secret_key": TEST_SECRET,
-            # parallel test runs share one Redis: each gateway keeps its keys apart
-            "redis_prefix": "t" + uuid.uuid4().hex[:12],
+            "redis_prefix": redis_prefix,
         }
     }
     for section, values in (overrides or {}).items():
@@ -370,6 +370,8 @@ if pytest is not None:
         name: str
         database_url: str
         redis_url: str
+        # parallel test runs share one Redis: each test keeps its keys apart
+        redis_prefix: str = field(default_factory=lambda: "t" + uuid.uuid4().hex[:12])
 
     @pytest.fixture
     def stack_info(stack: str, request: Any, tmp_path: Path) -> StackInfo:
@@ -402,6 +404,7 @@ if pytest is not None:
 
         def factory(**kwargs: Any) -> Gateway:
             kwargs.setdefault("redis_url", stack_info.redis_url)
+            kwargs.setdefault("redis_prefix", stack_info.redis_prefix)
             gateway = build_gateway(stack_info.database_url, **kwargs)
             made.append(gateway)
             return gateway
