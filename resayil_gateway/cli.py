@@ -6,7 +6,6 @@ refused operations and unreachable services. Plugins add commands through the ``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
@@ -14,22 +13,18 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import pluggy
 
 from . import __version__
-from .auth.accounts import AccountError
-from .auth.api_keys import KeyRefused
-from .billing.ledger import LedgerError
-from .bootstrap import gateway_from_config
-from .config import ConfigError
-from .gateway import Gateway
-from .logs import configure_logging
-from .outages import describe_outage, is_unavailable
-from .plugins import PluginError, make_plugin_manager, plugin_list
-from .store import upgrade
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+# Only what every command needs is imported up here: a command imports what it uses when it runs, so
+# ``resayil --version`` answers at once and an idle worker does not carry Alembic and the like.
 
 T = TypeVar("T")
 
@@ -49,6 +44,8 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def _gateway(config_path: str | None) -> Gateway:
+    from .bootstrap import gateway_from_config
+
     return gateway_from_config(config_path)
 
 
@@ -58,6 +55,8 @@ def run_with_gateway(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..
 
     @functools.wraps(func)
     def wrapper(*args: Any, config_path: str | None = None, **kwargs: Any) -> T | None:
+        import asyncio
+
         async def body() -> T:
             gateway = _gateway(config_path)
             try:
@@ -73,6 +72,13 @@ def run_with_gateway(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..
 
 def guarded(action: Callable[[], T]) -> T | None:
     """Run ``action``; known failures become one line on stderr and an exit code."""
+    from .auth.accounts import AccountError
+    from .auth.api_keys import KeyRefused
+    from .billing.ledger import LedgerError
+    from .config import ConfigError
+    from .outages import describe_outage, is_unavailable
+    from .plugins import PluginError
+
     try:
         return action()
     except (ConfigError, PluginError) as exc:
@@ -124,6 +130,7 @@ def serve(
     config_path: str | None,
 ) -> None:
     """Migrate the database and serve the gateway (and every plugin's pages)."""
+    from .logs import configure_logging
     from .server import serve as run_server
 
     configure_logging(log_format, log_level)
@@ -155,6 +162,8 @@ def db() -> None:
 @run_with_gateway
 async def db_upgrade(gateway: Gateway) -> None:
     """Apply every pending migration."""
+    from .store import upgrade
+
     await upgrade(gateway.store)
     click.echo(f"database {gateway.store.describe()} is up to date")
 
@@ -218,6 +227,8 @@ async def users_list(gateway: Gateway, search: str, as_json: bool) -> None:
 @run_with_gateway
 async def users_set_plan(gateway: Gateway, email: str, plan: str, days: int | None) -> None:
     """Grant a plan without payment (an audited admin action): tier, period and plan credits."""
+    from .auth.accounts import AccountError
+
     account = await gateway.accounts.require(email)
     if plan not in gateway.settings.plans:
         raise AccountError(f"unknown plan {plan!r}; plans: {', '.join(gateway.settings.plans)}", "plan")
@@ -351,6 +362,7 @@ async def ledger_check(gateway: Gateway) -> None:
 @click.command()
 def plugins() -> None:
     """List loaded plugins and the hooks each implements."""
+    from .plugins import make_plugin_manager, plugin_list
 
     def show() -> None:
         for row in plugin_list(make_plugin_manager()):
@@ -361,7 +373,13 @@ def plugins() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``resayil`` command."""
+    """Entry point of the ``resayil`` command. ``--version`` answers before any plugin is loaded."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--version"]:
+        click.echo(f"resayil, version {__version__}")
+        return
+    from .plugins import PluginError, make_plugin_manager
+
     try:
         pm = make_plugin_manager()
     except PluginError as exc:

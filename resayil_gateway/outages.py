@@ -6,50 +6,71 @@ naming the problem, and the request-path pools replace the connection. Everythin
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from typing import Any
 
-import asyncpg
-import redis.exceptions
 import sqlalchemy.exc
 
-# The server or the network is down, refusing, restarting or full: a retry later may work.
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,  # shutdown, restart, terminated session
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, out of disk or memory
-    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,  # database not accepting connections
-    asyncpg.exceptions.InvalidCatalogNameError,  # the database does not exist (yet)
-    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # wrong user or password
-    asyncpg.exceptions.InvalidPasswordError,
-    asyncpg.InterfaceError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,  # no pooled connection became free in time
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
+# asyncpg and redis are looked up, never imported, here: an exception of theirs exists only once its module was
+# imported, and a SQLite gateway without Redis then never loads them (~9 MB resident per worker).
 
-_DESCRIPTIONS: tuple[tuple[type[BaseException], str], ...] = (
-    (asyncpg.exceptions.InvalidCatalogNameError, "the database does not exist"),
-    (asyncpg.exceptions.InvalidPasswordError, "the database refused the user name or password"),
-    (asyncpg.exceptions.InvalidAuthorizationSpecificationError, "the database refused the user name or password"),
-    (asyncpg.exceptions.TooManyConnectionsError, "the database has no free connections (max_connections)"),
-    (asyncpg.exceptions.CannotConnectNowError, "the database is starting up or shutting down"),
-    (asyncpg.exceptions.ObjectNotInPrerequisiteStateError, "the database is not accepting connections"),
-    (asyncpg.exceptions.OperatorInterventionError, "the database ended the session (restart or shutdown)"),
-    (asyncpg.exceptions.InsufficientResourcesError, "the database is out of resources"),
-    (redis.exceptions.AuthenticationError, "Redis refused the password"),
-    (redis.exceptions.BusyLoadingError, "Redis is loading its data"),
-    (redis.exceptions.TimeoutError, "Redis did not answer in time"),
-    (redis.exceptions.ConnectionError, "Redis cannot be reached"),
-    (sqlalchemy.exc.TimeoutError, "no database connection became free in time"),
-    (ConnectionRefusedError, "the connection was refused"),
-    (TimeoutError, "the connection timed out"),
-)
+
+def _driver(name: str) -> Any:
+    return sys.modules.get(name)
+
+
+def _unavailable() -> tuple[type[BaseException], ...]:
+    """The server or the network is down, refusing, restarting or full: a retry later may work."""
+    kinds: list[type[BaseException]] = []
+    if (asyncpg := _driver("asyncpg")) is not None:
+        kinds += [
+            asyncpg.PostgresConnectionError,
+            asyncpg.exceptions.OperatorInterventionError,  # shutdown, restart, terminated session
+            asyncpg.exceptions.InsufficientResourcesError,  # too many connections, out of disk or memory
+            asyncpg.exceptions.ObjectNotInPrerequisiteStateError,  # database not accepting connections
+            asyncpg.exceptions.InvalidCatalogNameError,  # the database does not exist (yet)
+            asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # wrong user or password
+            asyncpg.exceptions.InvalidPasswordError,
+            asyncpg.InterfaceError,
+        ]
+    kinds += [
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        sqlalchemy.exc.TimeoutError,  # no pooled connection became free in time
+    ]
+    if (redis_errors := _driver("redis.exceptions")) is not None:
+        kinds += [redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError]
+    return (*kinds, ConnectionError, TimeoutError, OSError)
+
+
+def _descriptions() -> list[tuple[type[BaseException], str]]:
+    described: list[tuple[type[BaseException], str]] = []
+    if (asyncpg := _driver("asyncpg")) is not None:
+        errors = asyncpg.exceptions
+        described += [
+            (errors.InvalidCatalogNameError, "the database does not exist"),
+            (errors.InvalidPasswordError, "the database refused the user name or password"),
+            (errors.InvalidAuthorizationSpecificationError, "the database refused the user name or password"),
+            (errors.TooManyConnectionsError, "the database has no free connections (max_connections)"),
+            (errors.CannotConnectNowError, "the database is starting up or shutting down"),
+            (errors.ObjectNotInPrerequisiteStateError, "the database is not accepting connections"),
+            (errors.OperatorInterventionError, "the database ended the session (restart or shutdown)"),
+            (errors.InsufficientResourcesError, "the database is out of resources"),
+        ]
+    if (redis_errors := _driver("redis.exceptions")) is not None:
+        described += [
+            (redis_errors.AuthenticationError, "Redis refused the password"),
+            (redis_errors.BusyLoadingError, "Redis is loading its data"),
+            (redis_errors.TimeoutError, "Redis did not answer in time"),
+            (redis_errors.ConnectionError, "Redis cannot be reached"),
+        ]
+    return [
+        *described,
+        (sqlalchemy.exc.TimeoutError, "no database connection became free in time"),
+        (ConnectionRefusedError, "the connection was refused"),
+        (TimeoutError, "the connection timed out"),
+    ]
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -67,13 +88,15 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def is_unavailable(exc: BaseException) -> bool:
     """True when ``exc`` means the store or Redis cannot be reached or used right now (retry later)."""
-    return any(isinstance(link, UNAVAILABLE) for link in _chain(exc))
+    unavailable = _unavailable()
+    return any(isinstance(link, unavailable) for link in _chain(exc))
 
 
 def describe_outage(exc: BaseException) -> str:
     """A short phrase naming the problem, safe to show and log (no address, password or query)."""
+    descriptions = _descriptions()
     for link in _chain(exc):
-        for kind, text in _DESCRIPTIONS:
+        for kind, text in descriptions:
             if isinstance(link, kind):
                 return text
     for link in _chain(exc):

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -85,7 +86,7 @@ def serve(
     One gateway per process: ``gateway`` serves when there is one worker (and only prepares otherwise); each
     forked worker builds its own with ``make_gateway`` (connections never cross a fork)."""
     check_workers(gateway, workers)
-    asyncio.run(_prepare(gateway))
+    _prepare_in_child(gateway)
     sock = _bind(host, port)
     bound = sock.getsockname()
     log.info("Resayil Gateway listening on http://%s:%s with %d worker(s)", bound[0], bound[1], workers)
@@ -100,6 +101,42 @@ def serve(
     finally:
         if own_dir:
             shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
+
+
+def _prepare_in_child(gateway: Gateway) -> None:
+    """Run :func:`_prepare` in a short-lived forked process and raise here what it raised there, so that the
+    serving process never loads Alembic (~11 MB resident in every worker otherwise)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(read_end)
+            asyncio.run(_prepare(gateway))
+        except BaseException as exc:
+            code = 1
+            try:
+                payload = pickle.dumps(exc)
+            except Exception:
+                payload = pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(payload)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if payload:
+        try:
+            failure = pickle.loads(payload)  # our own child, over our own pipe
+        except Exception:
+            failure = RuntimeError("preparing the database failed (see the log above)")
+        raise failure
+    if status != 0:
+        raise RuntimeError(f"preparing the database failed (child exit status {status})")
 
 
 async def _prepare(gateway: Gateway) -> None:

@@ -5,8 +5,6 @@ An 8-digit number without a country code is Kuwaiti (``+965``); other numbers ne
 
 from __future__ import annotations
 
-import phonenumbers
-
 DEFAULT_REGION = "KW"
 
 
@@ -16,6 +14,8 @@ class InvalidPhone(ValueError):
 
 def normalize_phone(raw: str, default_region: str = DEFAULT_REGION) -> str:
     """``raw`` as E.164 (``+96550000000``); raises :class:`InvalidPhone` with a readable reason."""
+    import phonenumbers  # its metadata is loaded on first use (a sign-up), not by every worker at start
+
     text = (raw or "").strip()
     if not text:
         raise InvalidPhone("phone number is required")

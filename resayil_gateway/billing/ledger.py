@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-import asyncpg
 from sqlalchemy import and_, case, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -469,6 +468,8 @@ class Ledger:
     async def _reserve_in_postgres(
         self, hold_id: str, account_id: int, amount: int, key_id: int | None, now: datetime
     ) -> Hold:
+        import asyncpg  # PostgreSQL only: a SQLite gateway never loads the driver
+
         pool = await self.store.hot()
         try:
             outcome = await pool.fetchval(

@@ -12,9 +12,10 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("resayil.state")
 
@@ -80,6 +81,12 @@ class LocalState(SharedState):
         """Always reachable."""
 
 
+def _client(url: str) -> Redis:
+    from redis.asyncio import Redis  # only where Redis is configured (~6 MB resident)
+
+    return Redis.from_url(url, decode_responses=True, health_check_interval=30)
+
+
 class RedisState(SharedState):
     """Many workers on many machines, through one Redis."""
 
@@ -88,7 +95,7 @@ class RedisState(SharedState):
         self.channel = self.key("broadcast")
         self.url = url
         self.instance = instance
-        self.redis = Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        self.redis = _client(url)
         self._listener: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._alive_until = 0.0
@@ -165,7 +172,7 @@ class RedisState(SharedState):
                 await self._listener
         await self.redis.aclose()
         # a fresh client (opening nothing) so the state can start again, on another event loop
-        self.redis = Redis.from_url(self.url, decode_responses=True, health_check_interval=30)
+        self.redis = _client(self.url)
         self._listener = None
         self._ready = asyncio.Event()
         self._alive_until = 0.0

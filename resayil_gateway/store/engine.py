@@ -13,14 +13,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from .hot_pool import HotConnections
+if TYPE_CHECKING:
+    import asyncpg
+
+    from .hot_pool import HotConnections
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:
@@ -138,6 +140,10 @@ class Store:
         """The request path's own connections (PostgreSQL only): the hold and the settle are one stored-function
         call each, sent straight through asyncpg as a prepared statement with asynchronous commit."""
         if self._hot is None:
+            import asyncpg  # PostgreSQL only: a SQLite gateway never loads the driver
+
+            from .hot_pool import HotConnections
+
             dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
             settings = _server_settings(synchronous_commit=False)
             tls = _tls_argument(self.url)

@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .engine import Store
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic (~11 MB resident) is imported only when migrating, never by a process that just serves.
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def alembic_config() -> Config:
     """An Alembic config pointing at the packaged migrations."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
 
 def _upgrade(sync_connection: Any, revision: str) -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = sync_connection
     command.upgrade(config, revision)
