@@ -175,6 +175,9 @@ class Bench:
     mock: subprocess.Popen[bytes] | None = None
     key: str = ""
     db_created: bool = False
+    # one gateway per event loop under comparison (--loops), all on the same database; measure() uses the
+    # current one (``gateway``/``gateway_url``), chosen with use()
+    gateways: dict[str, tuple[subprocess.Popen[bytes], str]] = field(default_factory=dict)
 
     # -- setup / teardown
 
@@ -229,28 +232,36 @@ class Bench:
         )
         self.cli("credits", "grant", "bench@example.com", "100000000", "--reason", "bench")
         self.key = self.cli("keys", "create", "bench@example.com").strip().splitlines()[-1].strip()
+        for loop in self.args.loops.split(","):
+            self.gateways[loop] = self._start_gateway(loop)
+        self.use(next(iter(self.gateways)))
+
+    def _start_gateway(self, loop: str) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
-        self.gateway_url = f"http://127.0.0.1:{port}"
-        stderr = open(self.tmp / "gateway.log", "wb")  # noqa: SIM115
-        self.gateway = subprocess.Popen(
-            [str(BIN / "resayil"), "serve", "--port", str(port), "--no-access-log", "--log-level", "WARNING"],
-            env=self.env(),
-            cwd=self.tmp,
-            stdout=stderr,
-            stderr=stderr,
+        url = f"http://127.0.0.1:{port}"
+        logfile = self.tmp / f"gateway-{loop}.log"
+        stderr = open(logfile, "wb")  # noqa: SIM115
+        argv = ["serve", "--port", str(port), "--no-access-log", "--log-level", "WARNING", "--loop", loop]
+        gateway = subprocess.Popen(
+            [str(BIN / "resayil"), *argv], env=self.env(), cwd=self.tmp, stdout=stderr, stderr=stderr
         )
-        self.procs.append(self.gateway)
+        self.procs.append(gateway)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self.gateway.poll() is not None:
-                raise RuntimeError(f"gateway exited: {(self.tmp / 'gateway.log').read_text()[-2000:]}")
+            if gateway.poll() is not None:
+                raise RuntimeError(f"gateway exited: {logfile.read_text()[-2000:]}")
             with contextlib.suppress(OSError):
-                http("GET", self.gateway_url + "/readyz", timeout=2)
+                http("GET", url + "/readyz", timeout=2)
                 break
             time.sleep(0.2)
         else:
             raise RuntimeError("gateway did not become ready in 60 s")
-        log(f"gateway {self.gateway_url} (pid {self.gateway.pid}), key {self.key[:10]}…")
+        log(f"gateway {url} (pid {gateway.pid}, --loop {loop}), key {self.key[:10]}…")
+        return gateway, url
+
+    def use(self, loop: str) -> None:
+        """Send the following measurements to the gateway running on ``loop``."""
+        self.gateway, self.gateway_url = self.gateways[loop]
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -446,12 +457,39 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def loop_table(rows: list[dict[str, Any]]) -> str:
+    """Per scenario, each event loop's gateway CPU per request, added p50 and marginal CPU per chunk, and the
+    ratio of the second loop to the first (measured back to back against the same direct run)."""
+    loops = list(dict.fromkeys(r["loop"] for r in rows if "loop" in r))
+    if len(loops) < 2:
+        return ""
+    first, second = loops[0], loops[1]
+    by_key = {(r["backend"], r["mode"], r["concurrency"], r["loop"]): r for r in rows if "loop" in r}
+    lines = [
+        f"\n## Event loops: {second} vs {first}\n",
+        f"| scenario | gw CPU ms/req {first} → {second} | × | added p50 ms {first} → {second} "
+        f"| marginal ms/chunk {first} → {second} |",
+        "|---|---|---|---|---|",
+    ]
+    for (backend, mode, c, loop), a in by_key.items():
+        b = by_key.get((backend, mode, c, second))
+        if loop != first or b is None:
+            continue
+        added_a, added_b = a["p50_gw_ms"] - a["p50_direct_ms"], b["p50_gw_ms"] - b["p50_direct_ms"]
+        lines.append(
+            f"| {mode} {backend} c={c} | {a['gw_cpu_ms_per_req']:.3f} → {b['gw_cpu_ms_per_req']:.3f} "
+            f"| {b['gw_cpu_ms_per_req'] / max(a['gw_cpu_ms_per_req'], 1e-9):.2f} | {added_a:.2f} → {added_b:.2f} "
+            f"| {fmt(a.get('marginal_ms_per_chunk'), 4)} → {fmt(b.get('marginal_ms_per_chunk'), 4)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def add_marginal(rows: list[dict[str, Any]]) -> None:
     """Per-chunk CPU net of the per-request cost: (stream CPU/req − JSON CPU/req) ÷ chunks per stream,
     pairing each stream scenario with the JSON scenario of the same backend and concurrency."""
-    by_key = {(r["backend"], r["mode"], r["concurrency"]): r for r in rows}
+    by_key = {(r["backend"], r["mode"], r["concurrency"], r.get("loop")): r for r in rows}
     for r in rows:
-        json_row = by_key.get((r["backend"], "json", r["concurrency"]))
+        json_row = by_key.get((r["backend"], "json", r["concurrency"], r.get("loop")))
         if r["mode"] == "stream" and json_row and r["chunks_per_req_gw"]:
             extra = r["gw_cpu_ms_per_req"] - json_row["gw_cpu_ms_per_req"]
             r["marginal_ms_per_chunk"] = extra / r["chunks_per_req_gw"]
@@ -707,6 +745,11 @@ def main() -> int:
     parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--scale", type=float, default=None, help="Multiply the request counts.")
     parser.add_argument("--keep-db", action="store_true", help="Do not drop the benchmark database.")
+    parser.add_argument(
+        "--loops",
+        default="auto",
+        help="Event loops to compare, e.g. asyncio,uvloop: one gateway each, measured back to back per scenario.",
+    )
     args = parser.parse_args()
     scale = args.scale if args.scale is not None else (0.08 if args.quick else 1.0)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
@@ -732,30 +775,35 @@ def main() -> int:
                         n = max(int(FULL_COUNTS.get((backend, mode, c), 1000) * scale), 2 * c, 40)
                         warmup = max(min(n // 5, 300), 2 * c)
                         direct = bench.measure("direct", mode, c, n, warmup)
-                        gw = bench.measure("gateway", mode, c, n, warmup)
-                        row = summarize(direct, gw, backend, mode, c)
-                        idle_ms = idle_ms_per_s * gw["wall_s"]
-                        row["gw_cpu_ms_per_req_net_idle"] = max(0.0, row["gw_cpu_ms_per_req"] - idle_ms / n)
-                        rows.append(row)
-                        log(
-                            f"{row['scenario']:<18} n={n:<5} err={row['errors_direct']}/{row['errors_gateway']} "
-                            f"p50 {row['p50_direct_ms']:.2f}→{row['p50_gw_ms']:.2f} ms  "
-                            f"p99 {row['p99_direct_ms']:.2f}→{row['p99_gw_ms']:.2f} ms  "
-                            f"gw CPU {row['gw_cpu_ms_per_req']:.3f} ms/req  "
-                            f"rps {row['rps_direct']:.0f}/{row['rps_gw']:.0f}  RSS {row['rss_peak_mb']:.0f} MB"
-                        )
+                        for loop in bench.gateways:
+                            bench.use(loop)
+                            gw = bench.measure("gateway", mode, c, n, warmup)
+                            row = summarize(direct, gw, backend, mode, c)
+                            if len(bench.gateways) > 1:
+                                row["loop"] = loop
+                                row["scenario"] += f" [{loop}]"
+                            idle_ms = idle_ms_per_s * gw["wall_s"]
+                            row["gw_cpu_ms_per_req_net_idle"] = max(0.0, row["gw_cpu_ms_per_req"] - idle_ms / n)
+                            rows.append(row)
+                            log(
+                                f"{row['scenario']:<18} n={n:<5} err={row['errors_direct']}/{row['errors_gateway']} "
+                                f"p50 {row['p50_direct_ms']:.2f}→{row['p50_gw_ms']:.2f} ms  "
+                                f"p99 {row['p99_direct_ms']:.2f}→{row['p99_gw_ms']:.2f} ms  "
+                                f"gw CPU {row['gw_cpu_ms_per_req']:.3f} ms/req  "
+                                f"rps {row['rps_direct']:.0f}/{row['rps_gw']:.0f}  RSS {row['rss_peak_mb']:.0f} MB"
+                            )
         if args.profile or args.profile_only:
             log("profiling the gateway (py-spy) under fast JSON c=16 …")
             profile_text = profile(bench, args.profile_requests, args.profile_rate)
         assert bench.gateway is not None
-        hwm_mb = status_kb(bench.gateway.pid, "VmHWM") / 1024
-        rss_mb = status_kb(bench.gateway.pid, "VmRSS") / 1024
+        hwm_mb = max(status_kb(proc.pid, "VmHWM") for proc, _ in bench.gateways.values()) / 1024
+        rss_mb = max(status_kb(proc.pid, "VmRSS") for proc, _ in bench.gateways.values()) / 1024
         ledger = subprocess.run(
             [str(BIN / "resayil"), "ledger", "check"], capture_output=True, text=True, env=bench.env(), cwd=bench.tmp
         )
         ledger_ok = ledger.returncode == 0
         ledger_text = (ledger.stdout + ledger.stderr).strip()
-        gateway_log = (bench.tmp / "gateway.log").read_text(errors="replace")
+        gateway_log = "".join(path.read_text(errors="replace") for path in sorted(bench.tmp.glob("gateway-*.log")))
     finally:
         bench.stop()
 
@@ -782,6 +830,8 @@ def main() -> int:
             "mock − load generator (mostly PostgreSQL incl. short-lived backends, Redis). New PG conns /1k req = "
             "sessions opened on the benchmark database during the window (pool churn).\n"
         )
+        if any("loop" in r for r in rows):
+            parts.append(loop_table(rows))
         parts.append("## Floors\n")
         parts += [f"- **{'PASS' if ok else 'FAIL'}** {name}: {value}" for name, ok, value in checks]
         parts.append(f"\nLedger check: `{ledger_text.splitlines()[-1] if ledger_text else ''}`")

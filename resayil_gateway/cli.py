@@ -119,6 +119,14 @@ def build_cli(pm: pluggy.PluginManager | None) -> click.Group:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--no-access-log", is_flag=True, help="Do not log every request.")
+@click.option(
+    "--loop",
+    "event_loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    show_default=True,
+    help="Event loop: auto = uvloop when installed.",
+)
 @config_option
 def serve(
     host: str | None,
@@ -127,6 +135,7 @@ def serve(
     log_format: str,
     log_level: str,
     no_access_log: bool,
+    event_loop: str,
     config_path: str | None,
 ) -> None:
     """Migrate the database and serve the gateway (and every plugin's pages)."""
@@ -145,6 +154,7 @@ def serve(
             settings.port if port is None else port,
             workers,
             access_log=not no_access_log,
+            loop=event_loop,
         )
         if status:
             fail("workers kept failing at start; the log above says why", status)

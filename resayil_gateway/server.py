@@ -58,7 +58,39 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_one(gateway: Gateway, sock: socket.socket, access_log: bool, parent: int | None = None) -> None:
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def resolve_event_loop(choice: str = "auto") -> str:
+    """The event loop to run: ``uvloop`` (an error if it is not installed), ``asyncio``, or for ``auto`` uvloop
+    when installed (``pip install 'resayil-gateway[uvloop]'``) and the standard loop otherwise."""
+    if choice not in EVENT_LOOPS:
+        raise ConfigError(f"--loop: one of {', '.join(EVENT_LOOPS)}, not {choice!r}")
+    if choice == "asyncio":
+        return choice
+    try:
+        import uvloop  # noqa: F401 - only asking whether it is installed
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        return "asyncio"
+    return "uvloop"
+
+
+def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
+    """A fresh event loop of the kind :func:`resolve_event_loop` named."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _run_one(
+    gateway: Gateway, sock: socket.socket, access_log: bool, parent: int | None = None, loop: str = "asyncio"
+) -> None:
+    event_loop = new_event_loop(loop)
+    asyncio.set_event_loop(event_loop)
     app = create_app(gateway)
     if parent is not None:
         app.cleanup_ctx.append(functools.partial(_stop_when_orphaned, parent=parent))
@@ -70,6 +102,7 @@ def _run_one(gateway: Gateway, sock: socket.socket, access_log: bool, parent: in
         access_log_class=AccessLogger,
         access_log=logging.getLogger("resayil.access") if access_log else None,
         print=None,
+        loop=event_loop,
     )
 
 
@@ -80,24 +113,33 @@ def serve(
     port: int,
     workers: int = 1,
     access_log: bool = True,
+    loop: str = "auto",
 ) -> int:
     """Migrate the schema, bind ``host:port`` and serve until SIGTERM/SIGINT; returns the exit status.
 
     One gateway per process: ``gateway`` serves when there is one worker (and only prepares otherwise); each
-    forked worker builds its own with ``make_gateway`` (connections never cross a fork)."""
+    forked worker builds its own with ``make_gateway`` (connections never cross a fork). ``loop`` picks the
+    event loop (see :func:`new_event_loop`)."""
     check_workers(gateway, workers)
+    loop = resolve_event_loop(loop)
     _prepare_in_child(gateway)
     sock = _bind(host, port)
     bound = sock.getsockname()
-    log.info("Resayil Gateway listening on http://%s:%s with %d worker(s)", bound[0], bound[1], workers)
+    log.info(
+        "Resayil Gateway listening on http://%s:%s with %d worker(s) on %s",
+        bound[0],
+        bound[1],
+        workers,
+        loop,
+    )
     if workers <= 1:
-        _run_one(gateway, sock, access_log)
+        _run_one(gateway, sock, access_log, loop=loop)
         return 0
     own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     if own_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="resayil-metrics-")
     try:
-        return _supervise(make_gateway, sock, workers, access_log)
+        return _supervise(make_gateway, sock, workers, access_log, loop)
     finally:
         if own_dir:
             shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
@@ -163,7 +205,7 @@ async def _stop_when_orphaned(_app: web.Application, parent: int) -> AsyncIterat
     task.cancel()
 
 
-def _spawn(make_gateway: Callable[[], Gateway], sock: socket.socket, access_log: bool) -> int:
+def _spawn(make_gateway: Callable[[], Gateway], sock: socket.socket, access_log: bool, loop: str) -> int:
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
@@ -174,7 +216,7 @@ def _spawn(make_gateway: Callable[[], Gateway], sock: socket.socket, access_log:
             # prometheus_client picks its value store when first imported (before the fork, single-process):
             # pick again so this worker's metrics go to the shared directory /metrics aggregates.
             prometheus_values.ValueClass = prometheus_values.get_value_class()
-            _run_one(make_gateway(), sock, access_log, parent)
+            _run_one(make_gateway(), sock, access_log, parent, loop)
         except BaseException:
             log.exception("worker %d failed", os.getpid())
             code = 1
@@ -185,8 +227,10 @@ def _spawn(make_gateway: Callable[[], Gateway], sock: socket.socket, access_log:
     return pid
 
 
-def _supervise(make_gateway: Callable[[], Gateway], sock: socket.socket, workers: int, access_log: bool) -> int:
-    children = {_spawn(make_gateway, sock, access_log): time.monotonic() for _ in range(workers)}
+def _supervise(
+    make_gateway: Callable[[], Gateway], sock: socket.socket, workers: int, access_log: bool, loop: str
+) -> int:
+    children = {_spawn(make_gateway, sock, access_log, loop): time.monotonic() for _ in range(workers)}
     stopping = False
     quick_failures = 0
     exit_code = 0
@@ -220,6 +264,6 @@ def _supervise(make_gateway: Callable[[], Gateway], sock: socket.socket, workers
             continue
         log.error("worker %d exited (status %d); starting another", pid, status)
         time.sleep(0.5)
-        children[_spawn(make_gateway, sock, access_log)] = time.monotonic()
+        children[_spawn(make_gateway, sock, access_log, loop)] = time.monotonic()
     sock.close()
     return exit_code
