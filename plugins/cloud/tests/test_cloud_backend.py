@@ -35,7 +35,8 @@ def sse(*events: dict | str) -> bytes:
 
 
 def chunk(delta: dict, finish_reason: str | None = None) -> dict:
-    return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+    return {"object": "chat.completion.chunk", "choices": [choice]}
 
 
 USAGE = {"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 2}}
@@ -161,7 +162,8 @@ async def test_fields_that_change_cost_or_storage_never_reach_the_host(backend):
 async def test_chat_passes_tool_calls_and_reasoning_through(backend):
     call = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Kuwait"}'}}
     message = {"role": "assistant", "content": "", "reasoning": "thinking", "tool_calls": [call]}
-    answer = {"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}], "usage": COMPLETION["usage"]}
+    choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+    answer = {"choices": [choice], "usage": COMPLETION["usage"]}
     with aioresponses() as mocked:
         mocked.post(CHAT, payload=answer)
         result = await backend.chat(chat_request(tools=(TOOL,)), "gpt-oss:120b")
@@ -340,7 +342,9 @@ async def test_http_404_is_model_not_found_with_the_hosts_message(backend):
     assert caught.value.message == 'model "nope" not found'
 
 
-@pytest.mark.parametrize(("status", "retry_after", "expected"), [(429, "7", "7"), (503, None, "1"), (429, "9000", "60")])
+@pytest.mark.parametrize(
+    ("status", "retry_after", "expected"), [(429, "7", "7"), (503, None, "1"), (429, "9000", "60")]
+)
 async def test_rate_limit_and_busy_are_no_capacity_with_retry_after(backend, status, retry_after, expected):
     headers = {"Retry-After": retry_after} if retry_after else None
     with aioresponses() as mocked:
