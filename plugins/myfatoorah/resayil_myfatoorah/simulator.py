@@ -207,8 +207,10 @@ async def start_simulator(
 # API ---------------------------------------------------------------------------------------------------
 
 
-def _envelope(data: Any, message: str, status: int = 200, errors: list[dict[str, str]] | None = None) -> web.Response:
-    body = {"IsSuccess": status < 300 and errors is None, "Message": message, "ValidationErrors": errors, "Data": data}
+def _envelope(
+    data: Any, message: str, status: int = 200, errors: list[dict[str, str]] | None = None, *, ok: bool = True
+) -> web.Response:
+    body = {"IsSuccess": ok and errors is None, "Message": message, "ValidationErrors": errors, "Data": data}
     return web.Response(body=encode_json(body), status=status, content_type="application/json", charset="utf-8")
 
 
@@ -227,7 +229,7 @@ async def _api(request: web.Request) -> web.StreamResponse:
         message = f"No HTTP resource was found that matches the request URI '{request.url}'."
         return web.json_response({"Message": message, "MessageDetail": detail}, status=404)
     if not _authorized(request, sim.config.api_token):
-        return _envelope(None, INVALID_TOKEN, 401)
+        return _envelope(None, INVALID_TOKEN, 401, ok=False)
     name, handler = known
     rule = sim.take_failure(name)
     if rule is not None:
@@ -262,7 +264,7 @@ async def _injected(rule: FailureRule) -> web.Response | None:
         return web.Response(text=page, status=rule.status, content_type="text/html")
     if rule.mode == "empty":
         return web.Response(body=b"", status=rule.status)
-    return _envelope(None, rule.message, rule.status)
+    return _envelope(None, rule.message, rule.status, ok=False)
 
 
 async def _initiate_payment(request: web.Request, sim: MyFatoorahSimulator, body: dict[str, Any]) -> web.Response:

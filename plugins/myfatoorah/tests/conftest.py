@@ -66,4 +66,3 @@ async def simulator() -> AsyncIterator[Callable[..., Awaitable[RunningSimulator]
     yield start
     for runner in runners:
         await runner.cleanup()
-

@@ -87,7 +87,7 @@ async def test_initiate_payment_asks_for_the_amount_in_kwd_and_the_first_hosted_
         mocked.post(INITIATE, payload=METHODS)
         mocked.post(EXECUTE, payload=CREATED)
         await provider.create_payment(checkout())
-        initiate, headers = sent(mocked, INITIATE)
+        initiate, _ = sent(mocked, INITIATE)
         execute, _ = sent(mocked, EXECUTE)
     assert initiate == b'{"InvoiceAmount":5.000,"CurrencyIso":"KWD"}'
     assert orjson.loads(execute)["PaymentMethodId"] == 1  # the direct method 20 is skipped
@@ -311,7 +311,10 @@ async def test_validation_errors_are_reported_and_not_retried(provider):
 @pytest.mark.parametrize(
     ("body", "text"),
     [
-        ({"IsSuccess": False, "Message": "Invalid data", "FieldsErrors": [{"Name": "Key", "Error": "Bad"}]}, "Key: Bad"),
+        (
+            {"IsSuccess": False, "Message": "Invalid data", "FieldsErrors": [{"Name": "Key", "Error": "Bad"}]},
+            "Key: Bad",
+        ),
         ({"IsSuccess": False, "Message": "", "Data": {"ErrorMessage": "Card declined"}}, "Card declined"),
         ({"Message": "No HTTP resource was found", "MessageDetail": "No action"}, "No HTTP resource"),
         ({"IsSuccess": False}, "IsSuccess is not true"),

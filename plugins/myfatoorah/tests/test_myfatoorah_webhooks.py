@@ -117,7 +117,7 @@ def test_malformed_body_is_rejected(body):
 
 def test_unknown_event_code_is_rejected():
     payload = v2_event(Event__Code=6, Event__Name="DISPUTE_STATUS_CHANGED")
-    headers, body = signed_v2({**payload, "Event": {**payload["Event"], "Code": 1}})
+    headers, _ = signed_v2({**payload, "Event": {**payload["Event"], "Code": 1}})
     with pytest.raises(WebhookRejected, match="unknown webhook event code 6"):
         verify_webhook(headers, orjson.dumps(payload), POLICY, EVENT_TIME)
 
