@@ -85,8 +85,10 @@ class MyFatoorahSimulator:
     def fail_next(self, **rule: Any) -> FailureRule:
         """Make upcoming API calls fail: ``fail_next(mode="status", status=503, endpoint="ExecutePayment")``."""
         failure = FailureRule(**rule)
-        if failure.mode not in ("status", "rejected", "timeout", "not_json", "empty") or failure.count < 1:
-            raise ValueError("mode must be status|rejected|timeout|not_json|empty and count ≥ 1")
+        if failure.mode not in ("status", "rejected", "timeout", "not_json", "empty"):
+            raise ValueError("mode must be status, rejected, timeout, not_json or empty")
+        if failure.count < 1 or not 200 <= failure.status <= 599 or failure.delay_s < 0:
+            raise ValueError("count must be ≥ 1, status 200-599 and delay_s ≥ 0")
         self.failures.append(failure)
         return failure
 
@@ -110,12 +112,12 @@ class MyFatoorahSimulator:
         before = asdict(self.config)
         try:
             for name, value in changes.items():
-                setattr(self.config, name, type(before[name])(value))
+                setattr(self.config, name, _typed(name, value, type(before[name])))
             self.config.validate()
-        except (TypeError, ValueError):
+        except ValueError:
             for name, value in before.items():
                 setattr(self.config, name, value)
-            raise ValueError("invalid value for a simulator setting") from None
+            raise
 
     def settle(self, invoice: SimInvoice, outcome: PaymentOutcome) -> str:
         """Pay or decline ``invoice`` as the payment page would; return where the browser goes next."""
@@ -151,6 +153,15 @@ class MyFatoorahSimulator:
 
     def _reference(self) -> str:
         return f"WH-{next(self._references)}"
+
+
+def _typed(name: str, value: Any, expected: type) -> Any:
+    """``value`` for a switch of type ``expected`` (an int is accepted for a float); ValueError otherwise."""
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not expected:
+        raise ValueError(f"{name} must be a {expected.__name__}")
+    return value
 
 
 SIMULATOR = web.AppKey("myfatoorah_simulator", MyFatoorahSimulator)

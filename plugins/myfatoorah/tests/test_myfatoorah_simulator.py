@@ -309,6 +309,10 @@ async def test_control_api_lists_invoices_changes_switches_and_settles(sandbox, 
         assert response.status == 400
     async with browser.post(f"{sim.url}/_sim/config", json={"colour": "red"}) as response:
         assert response.status == 400
+    async with browser.post(f"{sim.url}/_sim/config", json={"out_of_order": "false", "duplicates": 1}) as response:
+        assert response.status == 400
+    async with browser.post(f"{sim.url}/_sim/fail", json={"mode": "explode"}) as response:
+        assert response.status == 400
     assert sim.state.config.duplicates == 2
     async with browser.post(f"{sim.url}/_sim/invoices/{started.invoice_id}/pay") as response:
         assert "paymentId=" in (await response.json())["redirect"]
