@@ -111,7 +111,10 @@ def _expiry(data: Mapping[str, Any], zone: ZoneInfo) -> datetime | None:
     except ValueError:
         return None
     clock = _CLOCK_TIME.match(_text(data.get("ExpiryTime")))
-    at = time(int(clock[1]), int(clock[2]), int(clock[3] or 0)) if clock else time(23, 59, 59)
+    try:
+        at = time(int(clock[1]), int(clock[2]), int(clock[3] or 0)) if clock else time(23, 59, 59)
+    except ValueError:
+        at = time(23, 59, 59)
     return datetime.combine(day, at, tzinfo=zone)
 
 

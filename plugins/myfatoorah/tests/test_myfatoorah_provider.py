@@ -242,6 +242,7 @@ async def test_duplicate_payment_status_counts_as_paid(provider):
         ({"InvoiceStatus": "Canceled", "InvoiceTransactions": []}, "failed"),
         ({"InvoiceStatus": "Pending", "InvoiceTransactions": [], "ExpiryDate": "January 31, 2026"}, "failed"),
         ({"InvoiceStatus": "Pending", "InvoiceTransactions": [], "ExpiryTime": "not a time"}, "pending"),
+        ({"InvoiceStatus": "Pending", "InvoiceTransactions": [], "ExpiryTime": "99:99:99"}, "pending"),
     ],
 )
 async def test_unpaid_invoices_are_pending_until_canceled_or_expired(provider, fields, state):
