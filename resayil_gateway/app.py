@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .api.keys import GATEWAY, MODEL, REQUEST_ID
 from .api.routes import API_PREFIXES, api_routes
+from .auth.sessions import setup_sessions
 from .errors import AuthenticationFailed, GatewayError, ServiceUnavailable
 from .gateway import Gateway
 from .plugins import await_me_maybe
@@ -173,6 +174,7 @@ def create_app(gateway: Gateway) -> web.Application:
         client_max_size=gateway.settings.gateway.max_body_bytes + 1,
     )
     app[GATEWAY] = gateway
+    setup_sessions(app, gateway)
     app.on_response_prepare.append(_add_request_id)
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.extend(_plugin_lifespans(gateway))
