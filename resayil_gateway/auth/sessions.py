@@ -28,6 +28,7 @@ Handlers use :func:`current_account`, :func:`login`, :func:`logout`, :func:`csrf
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import html
@@ -249,7 +250,14 @@ def setup_sessions(app: web.Application, gateway: Gateway) -> WebSessions:
                 await check_csrf(request, form)
             return await handler(request)
 
-        return await with_session(request, checked)
+        try:
+            return await with_session(request, checked)
+        except (web.HTTPException, asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            # A browser gets a page, never the API's JSON error (and never a traceback).
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return _error_page()
 
     app.middlewares.append(web_session_middleware)
     return sessions
@@ -298,21 +306,40 @@ async def check_csrf(request: web.Request, form: Mapping[str, Any]) -> None:
         raise _forbidden_page()
 
 
-def _forbidden_page() -> web.HTTPForbidden:
-    # Both languages: this page can appear before any language choice is known.
-    title = "This form has expired · انتهت صلاحية هذا النموذج"
-    body = (
+def _error_page() -> web.Response:
+    body = _bilingual_page(
+        ("Something went wrong", "The page could not be shown. Please try again in a moment."),
+        ("حدث خطأ", "تعذر عرض الصفحة. يرجى المحاولة بعد قليل."),
+    )
+    return web.Response(status=500, text=body, content_type="text/html")
+
+
+def _bilingual_page(english: tuple[str, str], arabic: tuple[str, str]) -> str:
+    return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"
-        f"<title>{html.escape(title)}</title>"
+        f"<title>{html.escape(english[0])} · {html.escape(arabic[0])}</title>"
         "<style>body{background:#0f1115;color:#e8e6e1;font-family:system-ui,sans-serif;display:grid;"
         "place-items:center;min-height:100vh;margin:0}main{max-width:32rem;padding:2rem;text-align:center}"
         "h1{color:#d4af37;font-size:1.4rem}a{color:#d4af37}</style></head><body><main>"
-        "<h1>This form has expired</h1><p>For your security the page must be reloaded before it can be sent. "
-        "Go back, reload the page and try again.</p>"
-        "<h1 lang='ar' dir='rtl'>انتهت صلاحية هذا النموذج</h1><p lang='ar' dir='rtl'>لحمايتك، يجب إعادة تحميل "
-        "الصفحة قبل الإرسال. ارجع وأعد تحميل الصفحة ثم حاول مجدداً.</p>"
+        f"<h1>{html.escape(english[0])}</h1><p>{html.escape(english[1])}</p>"
+        f"<h1 lang='ar' dir='rtl'>{html.escape(arabic[0])}</h1><p lang='ar' dir='rtl'>{html.escape(arabic[1])}</p>"
         "<p><a href='/'>Home · الرئيسية</a></p></main></body></html>"
+    )
+
+
+def _forbidden_page() -> web.HTTPForbidden:
+    # Both languages: this page can appear before any language choice is known.
+    body = _bilingual_page(
+        (
+            "This form has expired",
+            "For your security the page must be reloaded before it can be sent. "
+            "Go back, reload the page and try again.",
+        ),
+        (
+            "انتهت صلاحية هذا النموذج",
+            "لحمايتك، يجب إعادة تحميل الصفحة قبل الإرسال. ارجع وأعد تحميل الصفحة ثم حاول مجدداً.",
+        ),
     )
     return web.HTTPForbidden(text=body, content_type="text/html")
 
