@@ -32,19 +32,19 @@ def usage_chart_svg(days: Sequence[DayUsage], title: str, requests_label: str, c
     top_credits = max([d.credits for d in days] + [1])
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="chart-title" '
-        f'preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg" direction="ltr">',
+        f'xmlns="http://www.w3.org/2000/svg" direction="ltr">',
         f'<title id="chart-title">{escape(title)}</title>',
     ]
     for fraction in (0.25, 0.5, 0.75, 1.0):
         y = PAD_TOP + plot_h * (1 - fraction)
-        parts.append(f'<line class="grid" x1="{PAD_X}" x2="{WIDTH - PAD_X}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        parts.append(f'<line class="chart-grid" x1="{PAD_X}" x2="{WIDTH - PAD_X}" y1="{y:.1f}" y2="{y:.1f}"/>')
     points = []
     for index, day in enumerate(days):
         x = PAD_X + index * slot
         height = plot_h * day.requests / top_requests
         y = PAD_TOP + plot_h - height
         parts.append(
-            f'<rect class="bar" x="{x + slot * 0.15:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" '
+            f'<rect class="chart-bar" x="{x + slot * 0.15:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" '
             f'height="{max(height, 0):.1f}" rx="2"><title>{day.day.isoformat()}: {day.requests} '
             f"{escape(requests_label)}, {day.credits} {escape(credits_label)}</title></rect>"
         )
@@ -52,10 +52,10 @@ def usage_chart_svg(days: Sequence[DayUsage], title: str, requests_label: str, c
         points.append(f"{x + slot / 2:.1f},{cy:.1f}")
         if index % 5 == 0 or index == count - 1:
             parts.append(
-                f'<text class="axis" x="{x + slot / 2:.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
+                f'<text class="chart-axis" x="{x + slot / 2:.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
                 f"{day.day.strftime('%d/%m')}</text>"
             )
     if points:
-        parts.append(f'<polyline class="line" fill="none" points="{" ".join(points)}"/>')
+        parts.append(f'<polyline class="chart-line" fill="none" points="{" ".join(points)}"/>')
     parts.append("</svg>")
     return "".join(parts)

@@ -51,5 +51,6 @@ DYNAMIC_KEYS: dict[str, tuple[str, ...]] = {
     "admin.role_": ("user", "admin"),
     "admin.status_": ("active", "disabled"),
     "pay.status_": ("pending", "paid", "failed", "cancelled"),
+    "ledger.reason_": ("request", "topup", "plan_grant", "expiry", "adjustment", "refund", "signup"),
     "error.": tuple(f"{field}_{kind}" for field in ("email", "phone", "password") for kind in ("invalid", "taken")),
 }
