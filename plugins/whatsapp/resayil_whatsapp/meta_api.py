@@ -128,6 +128,8 @@ class MetaCloudTransport:
             raise self._failure(status, headers, error)
         if not 200 <= status < 300:
             raise status_failure(self.label, status, headers, excerpt(body))
+        if error not in (None, "", False):
+            raise PermanentDeliveryError(f"{self.label}: HTTP {status} with an error: {excerpt(str(error))}")
         messages = data.get("messages") if isinstance(data, dict) else None
         first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
         wamid = first.get("id")
