@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +14,6 @@ from .sink import sink_command
 if TYPE_CHECKING:
     import click
 
-logger = logging.getLogger(__name__)
-
 SECTION = "whatsapp"
 
 
@@ -28,12 +25,13 @@ def register_settings(register: Callable[[str, type], None]) -> None:
 
 @hookimpl
 def register_channels(register: Callable[[Any], None], gateway: Any) -> None:
-    """Register the ``whatsapp`` channel when the section is active (enabled, or a token is set)."""
+    """Register the ``whatsapp`` channel when the section is active (enabled, or a token is set).
+
+    Nothing is logged when it is not: the core knows best whether messages wait without any channel.
+    """
     settings: WhatsAppSettings = gateway.settings.section(SECTION)
     if settings.active:
         register(WhatsAppChannel(settings))
-    elif settings.enabled is None:
-        logger.warning("whatsapp: no token set (RESAYIL_WHATSAPP__TOKEN), so no WhatsApp messages will be sent")
 
 
 @hookimpl

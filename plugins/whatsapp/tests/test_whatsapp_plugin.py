@@ -62,15 +62,14 @@ def test_meta_transport_is_chosen_by_the_setting():
     assert channel.transport.url == "https://graph.facebook.com/v24.0/1065/messages"
 
 
-def test_no_token_registers_nothing_and_says_so(caplog):
-    caplog.set_level(logging.WARNING)
+def test_no_token_registers_nothing_quietly(caplog):
+    caplog.set_level(logging.DEBUG)
     assert registered_channels(WhatsAppSettings()) == []
-    assert "no WhatsApp messages will be sent" in caplog.text
+    assert caplog.text == ""  # a deployment without WhatsApp starts without noise
 
 
-def test_disabled_registers_nothing_quietly(caplog):
+def test_disabled_registers_nothing_even_with_a_token():
     assert registered_channels(WhatsAppSettings(token=TOKEN, enabled=False)) == []
-    assert caplog.text == ""
 
 
 def test_register_commands_adds_the_sink_command():
