@@ -28,6 +28,7 @@ from .config import ConfigError
 from .gateway import Gateway
 from .logs import AccessLogger
 from .store import upgrade
+from .store.connection_budget import connection_budget
 
 log = logging.getLogger("resayil.server")
 
@@ -85,7 +86,7 @@ def serve(
     One gateway per process: ``gateway`` serves when there is one worker (and only prepares otherwise); each
     forked worker builds its own with ``make_gateway`` (connections never cross a fork)."""
     check_workers(gateway, workers)
-    asyncio.run(_prepare(gateway))
+    asyncio.run(_prepare(gateway, workers))
     sock = _bind(host, port)
     bound = sock.getsockname()
     log.info("Resayil Gateway listening on http://%s:%s with %d worker(s)", bound[0], bound[1], workers)
@@ -102,11 +103,15 @@ def serve(
             shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
 
 
-async def _prepare(gateway: Gateway) -> None:
-    """Before listening: the shared state answers and the schema is current (a clear one-line error otherwise)."""
+async def _prepare(gateway: Gateway, workers: int = 1) -> None:
+    """Before listening: the shared state answers and the schema is current (a clear one-line error otherwise),
+    and the PostgreSQL connection budget is said when it does not fit."""
     try:
         await gateway.state.ping()
         await upgrade(gateway.store)
+        budget = await connection_budget(gateway.store, workers)
+        if budget is not None and not budget.fits:
+            log.warning(budget.describe(workers))
     finally:
         await gateway.state.close()
         await gateway.store.dispose()
