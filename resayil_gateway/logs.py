@@ -14,7 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
@@ -99,9 +99,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, ensure_ascii=False, default=str)
 
 
-def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
-    """Send logs to stderr as ``text`` or ``json``, every record through :class:`SecretsFilter`."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Send logs to stderr (or ``stream``) as ``text`` or ``json``, every record through :class:`SecretsFilter`."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(SecretsFilter())
     root = logging.getLogger()
