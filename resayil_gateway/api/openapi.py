@@ -18,6 +18,7 @@ from .parsing import (
     TOKEN_ID_PATTERN,
     TOP_LOGPROBS_RANGE,
 )
+from .paths import API_PREFIXES
 
 
 def _integer(bounds: tuple[int, int]) -> dict[str, Any]:
@@ -189,7 +190,6 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def build_openapi() -> dict[str, Any]:
     """The OpenAPI document for every API route under each prefix."""
-    from .routes import API_PREFIXES
 
     paths: dict[str, Any] = {}
     for prefix in API_PREFIXES:
