@@ -30,6 +30,7 @@ _ASSIGNED = re.compile(
     r"(?i)(?<![A-Za-z0-9])((?:password|passwd|pwd|secret|token|api[_-]?key|authorization)(?:[_-][A-Za-z0-9_-]*)?)"
     rf"(['\"]?\s*[:=]\s*)(?:\"[^\"]*\"|'[^']*'|{_SCHEME}?{_VALUE})"
 )
+_ASSIGNED_WORDS = ("pass", "pwd", "secret", "token", "key", "authorization")
 _BEARER = re.compile(rf"(?i)\b(bearer)(\s+){_VALUE}")
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@/\s]+@")
 _secrets: set[str] = set()
@@ -47,10 +48,14 @@ def redact(text: str) -> str:
             text = text.replace(secret, MASK)
     if "rsk-" in text:
         text = _API_KEY.sub(rf"\1{MASK}", text)
-    if "@" in text:
+    if "@" in text and "://" in text:
         text = _URL_PASSWORD.sub(rf"\1:{MASK}@", text)
-    text = _ASSIGNED.sub(rf"\1\2{MASK}", text)
-    return _BEARER.sub(rf"\1\2{MASK}", text)
+    lowered = text.lower()  # the patterns are costly: run each only when its words appear (access log lines)
+    if any(word in lowered for word in _ASSIGNED_WORDS):
+        text = _ASSIGNED.sub(rf"\1\2{MASK}", text)
+    if "bearer" in lowered:
+        text = _BEARER.sub(rf"\1\2{MASK}", text)
+    return text
 
 
 class SecretsFilter(logging.Filter):

@@ -16,19 +16,29 @@ from aiohttp import web
 from resayil_gateway.app import create_app
 from resayil_gateway.client_timeouts import ReadTimeouts, TimedAppRunner
 from resayil_gateway.config import ConfigError, load_settings
-from resayil_gateway.testing import TEST_SECRET, build_gateway, create_sqlite_template, seed_account
+from resayil_gateway.testing import (
+    TEST_SECRET,
+    FakeBackend,
+    FakeBackendPlugin,
+    build_gateway,
+    create_sqlite_template,
+    seed_account,
+)
 
 TIMEOUT_S = 0.6
 TRICKLE_S = 0.2
 GIVE_UP_S = 3.0  # a connection still open by then was never going to be closed
 RESAYIL = Path(sys.executable).with_name("resayil")
+CATALOG = {"models": {"catalog": {"fake-small": {"backend": "local", "size": "small"}}}}
 
 
 @pytest.fixture
 async def served(tmp_path):
-    """The gateway's app behind the timed runner, with short read timeouts, and a key that works."""
+    """The gateway's app behind the timed runner, with short read timeouts, a key that works and a backend
+    that answers when its gate opens."""
     database = await create_sqlite_template(tmp_path / "resayil.db")
-    gateway = build_gateway(f"sqlite+aiosqlite:///{database}")
+    backend = FakeBackend(model_names=("fake-small",), gate=asyncio.Event())
+    gateway = build_gateway(f"sqlite+aiosqlite:///{database}", plugins=[FakeBackendPlugin(backend)], overrides=CATALOG)
     runner = TimedAppRunner(
         create_app(gateway), timeouts=ReadTimeouts(TIMEOUT_S, TIMEOUT_S), handler_cancellation=True, access_log=None
     )
@@ -36,7 +46,7 @@ async def served(tmp_path):
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     account = await seed_account(gateway, credits=100)
-    yield runner.addresses[0][1], account.key
+    yield runner.addresses[0][1], account.key, backend.gate
     await runner.cleanup()
     await gateway.store.dispose()
 
@@ -76,20 +86,20 @@ def chat_head(key: str, length: int) -> bytes:
 
 
 async def test_a_client_sending_its_headers_one_byte_at_a_time_is_disconnected(served):
-    port, key = served
+    port, key, _ = served
     elapsed = await seconds_until_closed(port, b"", chat_head(key, 2)[:-4] + b"X-Slow: " + b"a" * 40)
     assert TIMEOUT_S <= elapsed < TIMEOUT_S + 1.0
 
 
 async def test_a_client_sending_its_body_one_byte_at_a_time_is_disconnected(served):
-    port, key = served
+    port, key, _ = served
     body = b'{"model": "x", "messages": [{"role": "user", "content": "' + b"a" * 100 + b'"}]}'
     elapsed = await seconds_until_closed(port, chat_head(key, len(body)), body)
     assert TIMEOUT_S <= elapsed < TIMEOUT_S + 1.0
 
 
 async def test_a_kept_alive_connection_may_idle_between_prompt_requests(served):
-    port, key = served
+    port, key, _ = served
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     request = f"GET /v1/models HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
     for _ in range(2):
@@ -103,6 +113,18 @@ async def test_a_kept_alive_connection_may_idle_between_prompt_requests(served):
         await reader.readexactly(length)
         await asyncio.sleep(TIMEOUT_S + 0.2)  # idle longer than the header timeout: still served
     writer.close()
+
+
+async def test_an_answer_slower_than_the_read_timeouts_is_not_cut(served):
+    port, key, gate = served
+    body = b'{"model": "fake-small", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(chat_head(key, len(body)) + body)
+    await asyncio.sleep(TIMEOUT_S * 2)  # the backend thinks for longer than both deadlines
+    gate.set()
+    answer = await asyncio.wait_for(reader.readuntil(b"data: [DONE]"), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200") and b"Hello" in answer
 
 
 def test_read_timeouts_are_settings_with_sensible_defaults():
