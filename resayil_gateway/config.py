@@ -315,7 +315,7 @@ def _validate(model: type[Section], body: Any, where: str) -> Any:
         secret = field is not None and "SecretStr" in str(field.annotation)
         shown = "" if isinstance(given, dict) or secret else f" (got {redact(repr(given))})"
         message = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(redact(f"{key}: {message}{shown}")) from None
+        raise ConfigError(f"{key}: {message}{shown}") from None
 
 
 def secret_values(value: Any) -> list[str]:
@@ -323,8 +323,7 @@ def secret_values(value: Any) -> list[str]:
     if isinstance(value, SecretStr):
         return [value.get_secret_value()]
     if isinstance(value, str):
-        password = urlsplit(value).password if "://" in value and "@" in value else None
-        return [unquote(password), password] if password else []
+        return _url_password(value)
     if isinstance(value, BaseModel):
         return [secret for name in type(value).model_fields for secret in secret_values(getattr(value, name))]
     if isinstance(value, Mapping):
@@ -332,6 +331,16 @@ def secret_values(value: Any) -> list[str]:
     if isinstance(value, tuple | list):
         return [secret for item in value for secret in secret_values(item)]
     return []
+
+
+def _url_password(value: str) -> list[str]:
+    if "://" not in value or "@" not in value:
+        return []
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        return []
+    return [unquote(password), password] if password else []
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -181,3 +181,13 @@ def test_settings_never_show_urls_or_secrets_in_their_repr():
     )
     shown = repr(settings) + str(settings.gateway)
     assert PASSWORD not in shown and "repr-secret-1" not in shown
+
+
+def test_a_config_error_about_a_secret_names_the_key_and_the_problem_but_not_the_value():
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            overrides={"messaging": {"api_token": 12345678}}, plugin_sections={"messaging": MessagingSettings}
+        )
+    message = str(caught.value)
+    assert message.startswith("messaging.api_token: ") and "string" in message
+    assert "12345678" not in message
