@@ -66,7 +66,7 @@ class GatewaySettings(Section):
     # Slow clients (slow-loris): the whole request head, then the whole body, must arrive within these.
     header_read_timeout_s: float = Field(10.0, gt=0)
     body_read_timeout_s: float = Field(60.0, gt=0)
-    keepalive_timeout_s: float = Field(75.0, ge=0)
+    keepalive_timeout_s: float = Field(75.0, gt=0)
 
     @field_validator("public_url")
     @classmethod
