@@ -11,7 +11,6 @@ import sqlalchemy.exc
 from click.testing import CliRunner
 
 from resayil_gateway import hookimpl
-from resayil_gateway.app import create_app
 from resayil_gateway.billing import metering
 from resayil_gateway.cli import build_cli
 from resayil_gateway.domain import Caller, ModelInfo, Usage
