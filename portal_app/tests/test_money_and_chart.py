@@ -23,7 +23,7 @@ def test_usage_chart_has_one_bar_per_day_and_a_credits_line():
     svg = usage_chart_svg(days, "Usage", "requests", "credits")
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert svg.count('class="chart-bar"') == 30
-    assert "<polyline" in svg and "<title id=\"chart-title\">Usage</title>" in svg
+    assert "<polyline" in svg and '<title id="chart-title">Usage</title>' in svg
 
 
 def test_usage_chart_with_no_usage_draws_empty_bars_without_dividing_by_zero():

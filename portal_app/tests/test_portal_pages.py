@@ -116,13 +116,20 @@ async def test_bad_login_says_so_and_logs_the_fail2ban_line(portal, caplog):
     assert "AUTH_FAILURE ip=127.0.0.1 kind=password reason=bad_credentials path=/login" in caplog.text
 
 
-async def test_login_is_throttled_per_account_after_five_failures(portal):
+async def test_login_is_throttled_per_account_after_five_failures_however_it_is_typed(portal):
     await portal.gateway.accounts.create("ali@example.com", "+96550001111", PASSWORD)
-    for _ in range(5):
-        assert (await log_in(portal, "ali@example.com", "wrong-password")).status == 400
-    blocked = await log_in(portal, "ali@example.com", PASSWORD)
+    for login in ("ali@example.com", "ALI@example.com", "50001111", "+96550001111", "+965 5000 1111"):
+        assert (await log_in(portal, login, "wrong-password")).status == 400
+    blocked = await log_in(portal, "50001111", PASSWORD)
     assert blocked.status == 429
     assert "15" in await blocked.text()
+
+
+@one_stack
+async def test_login_is_throttled_per_ip_across_accounts(portal):
+    for number in range(5):
+        await log_in(portal, f"nobody{number}@example.com", "wrong-password")
+    assert (await log_in(portal, "someone-else@example.com", "wrong-password")).status == 429
 
 
 @one_stack
