@@ -74,6 +74,10 @@ class SessionPages:
         async def signed(request):
             return web.Response(text="signed")
 
+        @routes.get("/boom")
+        async def boom(request):
+            raise RuntimeError("a bug")
+
         @routes.post("/explicit")
         async def explicit(request):
             await check_csrf(request, {"csrf_token": request.query.get("t", "")})
@@ -270,3 +274,19 @@ async def test_a_visitors_form_session_lasts_as_long_as_a_browser_session(web_cl
         identity = web_client.session.cookie_jar.filter_cookies(URL(str(web_client.make_url("/"))))[COOKIE_NAME]
         ttl = await web_client.gateway.state.redis.ttl(web_client.gateway.state.key("session", identity.value))
         assert ttl > 11 * 3600
+
+
+@one_stack
+async def test_an_unknown_web_page_is_an_html_page_and_an_unknown_api_path_stays_json(web_client):
+    page = await web_client.get("/no-such-page")
+    assert page.status == 404 and "text/html" in page.headers["Content-Type"]
+    assert "Page not found" in await page.text()
+    api = await web_client.get("/v1/no-such-thing")
+    assert api.status == 404 and api.headers["Content-Type"].startswith("application/json")
+
+
+@one_stack
+async def test_a_failing_web_page_answers_an_html_error_page_not_json(web_client):
+    response = await web_client.get("/boom")
+    assert response.status == 500 and "text/html" in response.headers["Content-Type"]
+    assert "a bug" not in await response.text()

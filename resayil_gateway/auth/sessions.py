@@ -255,6 +255,10 @@ def setup_sessions(app: web.Application, gateway: Gateway) -> WebSessions:
 
         try:
             return await with_session(request, checked)
+        except web.HTTPNotFound as exc:
+            if exc.text != "404: Not Found":  # a handler's own answer stays as it is
+                raise
+            raise _not_found_page() from None
         except (web.HTTPException, asyncio.CancelledError, ConnectionError):
             raise
         except Exception:
@@ -315,6 +319,14 @@ def _error_page() -> web.Response:
         ("حدث خطأ", "تعذر عرض الصفحة. يرجى المحاولة بعد قليل."),
     )
     return web.Response(status=500, text=body, content_type="text/html")
+
+
+def _not_found_page() -> web.HTTPNotFound:
+    body = _bilingual_page(
+        ("Page not found", "There is nothing at this address. Check the link or start from the home page."),
+        ("الصفحة غير موجودة", "لا يوجد شيء على هذا العنوان. تحقق من الرابط أو ابدأ من الصفحة الرئيسية."),
+    )
+    return web.HTTPNotFound(text=body, content_type="text/html")
 
 
 def _bilingual_page(english: tuple[str, str], arabic: tuple[str, str]) -> str:
