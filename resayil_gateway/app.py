@@ -272,7 +272,7 @@ def create_app(gateway: Gateway) -> web.Application:
     )
     gateway.prepare()
     app[GATEWAY] = gateway
-    setup_sessions(app, gateway)
+    setup_sessions(app, gateway, api_prefixes=API_PREFIXES)
     app.on_response_prepare.append(_add_request_id)
     app.cleanup_ctx.extend(CORE_CONTEXTS)
     app.cleanup_ctx.extend(_plugin_lifespans(gateway))

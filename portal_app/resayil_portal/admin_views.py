@@ -9,7 +9,6 @@ from aiohttp import web
 
 from resayil_gateway.auth.api_keys import KeyRefused
 from resayil_gateway.billing.ledger import LedgerError
-from resayil_gateway.billing.plans import activate_plan
 
 from .admin_queries import ban_list, notification_log, overview
 from .context import Portal
@@ -76,14 +75,7 @@ def admin_routes(portal: Portal) -> list[web.RouteDef]:
             )
         except LedgerError:
             return await _user_page(request, account_id, "admin.error_below_zero", status=400)
-        async with gateway.store.begin() as conn:
-            await gateway.audit(
-                conn,
-                f"admin:{admin.id}",
-                "credits.adjusted",
-                f"account:{account_id}",
-                {"delta": delta, "reason": reason},
-            )
+        # The ledger writes the audit row (credits.adjusted) in the same transaction as the change.
         raise web.HTTPSeeOther(f"/admin/users/{account_id}?done=adjusted")
 
     async def change_plan(request: web.Request) -> web.Response:
@@ -93,8 +85,8 @@ def admin_routes(portal: Portal) -> list[web.RouteDef]:
         plan_id = str(form.get("plan", ""))
         if plan_id not in gateway.settings.plans:
             return await _user_page(request, account_id, "admin.error_plan", status=400)
-        await activate_plan(
-            gateway, account_id, plan_id, ref=f"admin-plan:{uuid.uuid4().hex}", actor=f"admin:{admin.id}"
+        await gateway.plans.activate(
+            account_id, plan_id, ref=f"admin-plan:{uuid.uuid4().hex}", actor=f"admin:{admin.id}"
         )
         raise web.HTTPSeeOther(f"/admin/users/{account_id}?done=plan")
 

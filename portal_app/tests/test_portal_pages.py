@@ -202,11 +202,10 @@ async def test_deleting_a_key_asks_for_confirmation_then_revokes_it(portal):
 
 @one_stack
 async def test_dashboard_shows_balance_plan_usage_chart_and_payments(portal, clock):
-    from resayil_gateway.billing.plans import activate_plan
 
     await register(portal)
     account = await portal.gateway.accounts.find("sara@example.com")
-    await activate_plan(portal.gateway, account.id, "pro", ref="t-plan", actor="test")
+    await portal.gateway.plans.activate(account.id, "pro", ref="t-plan", actor="test")
     now = clock.now()
     async with portal.gateway.store.begin() as conn:
         await conn.execute(
