@@ -291,3 +291,39 @@ async def test_logout_from_any_page_ends_the_session(portal):
     response = await portal.post("/logout", data={"csrf_token": csrf_of(html)}, allow_redirects=False)
     assert response.status == 303
     assert (await portal.get("/dashboard", allow_redirects=False)).status == 303
+
+
+@one_stack
+async def test_admin_overview_shows_paid_revenue_today_and_by_plan(portal, clock):
+    from datetime import timedelta
+
+    user = await portal.gateway.accounts.create("user@example.com", "+96550002222", PASSWORD)
+    await portal.gateway.accounts.create("boss@example.com", "+96550003333", PASSWORD, role="admin")
+    now = clock.now()
+    rows = [
+        ("o1", "plan", "pro", 7500, "paid", now),
+        ("o2", "pack", "5k", 5000, "paid", now),
+        ("o3", "pack", "15k", 12000, "pending", None),
+        ("o4", "plan", "basic", 2500, "paid", now - timedelta(days=40)),
+    ]
+    async with portal.gateway.store.begin() as conn:
+        for order_id, kind, item, fils, status, paid_at in rows:
+            await conn.execute(
+                insert(orders).values(
+                    id=order_id,
+                    account_id=user.id,
+                    kind=kind,
+                    item=item,
+                    amount_fils=fils,
+                    status=status,
+                    provider="test",
+                    created_at=now,
+                    updated_at=now,
+                    paid_at=paid_at,
+                )
+            )
+    await log_in(portal, "boss@example.com")
+    html = await (await portal.get("/admin", cookies={"resayil_lang": "en"})).text()
+    assert "12.500 KWD" in html  # today: the paid plan and the paid pack, not the pending one
+    assert "All time 15.000 KWD" in html
+    assert "7.500 KWD" in html and "5.000 KWD" in html
