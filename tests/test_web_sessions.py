@@ -11,7 +11,9 @@ from aiohttp_session import Session
 from yarl import URL
 
 from resayil_gateway.app import create_app
-from resayil_gateway.auth.sessions import (
+from resayil_gateway.gateway import Gateway
+from resayil_gateway.plugins import hookimpl
+from resayil_gateway.web.sessions import (
     COOKIE_NAME,
     SESSIONS,
     check_csrf,
@@ -21,8 +23,6 @@ from resayil_gateway.auth.sessions import (
     login,
     logout,
 )
-from resayil_gateway.gateway import Gateway
-from resayil_gateway.plugins import hookimpl
 
 GW = web.AppKey("test_gateway", Gateway)
 # Behaviour that does not depend on where sessions are kept runs on one stack only.

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from resayil_gateway.gateway import Gateway
-from resayil_gateway.plugins import await_me_maybe
+from resayil_gateway.hookcalls import await_me_maybe
 from resayil_gateway.store.tables import accounts, bans, ledger, orders, outbox, subscriptions, usage_daily
 
 

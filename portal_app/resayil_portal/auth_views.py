@@ -11,7 +11,7 @@ from aiohttp import web
 from resayil_gateway.app import client_ip
 from resayil_gateway.auth.accounts import AccountError
 from resayil_gateway.auth.passwords import MIN_PASSWORD_LENGTH
-from resayil_gateway.auth.sessions import current_account, login, logout
+from resayil_gateway.web.sessions import current_account, login, logout
 
 from .context import Portal
 from .i18n import LANGUAGE_COOKIE, LANGUAGES

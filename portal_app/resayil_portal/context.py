@@ -9,8 +9,8 @@ import jinja2
 from aiohttp import web
 
 from resayil_gateway.auth.accounts import Account
-from resayil_gateway.auth.sessions import csrf_token, current_account
 from resayil_gateway.gateway import Gateway
+from resayil_gateway.web.sessions import csrf_token, current_account
 
 from .i18n import LANGUAGE_COOKIE, LANGUAGES, Translator, choose_language
 from .money import format_count, format_kwd

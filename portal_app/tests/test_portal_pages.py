@@ -202,7 +202,6 @@ async def test_deleting_a_key_asks_for_confirmation_then_revokes_it(portal):
 
 @one_stack
 async def test_dashboard_shows_balance_plan_usage_chart_and_payments(portal, clock):
-
     await register(portal)
     account = await portal.gateway.accounts.find("sara@example.com")
     await portal.gateway.plans.activate(account.id, "pro", ref="t-plan", actor="test")

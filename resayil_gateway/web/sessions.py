@@ -36,7 +36,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -45,16 +45,14 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from ..clock import Clock
-from ..config import Settings
-from ..state import SharedState
-from ..store import Store
-from ..store.audit import record_audit
+from ..api.paths import API_PREFIXES
+from ..auth.accounts import Account
 from ..store.tables import audit
-from .accounts import Account, AccountService
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from ..gateway import Gateway
 
 __all__ = [
     "COOKIE_NAME",
@@ -150,42 +148,22 @@ class _RedisStorage(AbstractStorage):
         await self._redis.delete(self._key(identity))
 
 
-class SessionServices(Protocol):
-    """What sessions need from the gateway (the :class:`~resayil_gateway.gateway.Gateway` has it all)."""
-
-    settings: Settings
-    clock: Clock
-    store: Store
-    state: SharedState
-    accounts: AccountService
-
-    @property
-    def keys(self) -> _KeyHasher:
-        """The API-key service, whose keyed hash derives the cookie key from the server secret."""
-
-
-class _KeyHasher(Protocol):
-    def hash_key(self, key: str) -> str:
-        """HMAC-SHA256 of ``key`` under the server secret, hex."""
-
-
 class _EndedSessions:
     """Session ids ended by logout (cookie storage only): kept in memory, recorded as audit rows, and read
     back from the audit table the first time they are needed after a start."""
 
-    def __init__(self, store: Store, clock: Clock, keep: timedelta) -> None:
-        self._store = store
-        self._clock = clock
+    def __init__(self, gateway: Gateway, keep: timedelta) -> None:
+        self._gateway = gateway
         self._keep = keep
         self._ended: dict[str, float] = {}
         self._loaded = False
 
     async def _load(self) -> None:
-        since = self._clock.now() - self._keep
+        since = self._gateway.clock.now() - self._keep
         query = select(audit.c.target, audit.c.detail).where(
             audit.c.action == "session.ended", audit.c.created_at >= since
         )
-        async with self._store.connect() as conn:
+        async with self._gateway.store.connect() as conn:
             for row in await conn.execute(query):
                 until = (row.detail or {}).get("until", 0)
                 self._ended[row.target.removeprefix("session:")] = float(until)
@@ -199,20 +177,19 @@ class _EndedSessions:
 
     async def end(self, sid: str, until: float, actor: str) -> None:
         """Record that the session ended (kept until its own expiry would have ended it anyway)."""
-        now = self._clock.now().timestamp()
+        now = self._gateway.clock.now().timestamp()
         self._ended = {key: value for key, value in self._ended.items() if value > now}
         self._ended[sid] = until
-        async with self._store.begin() as conn:
-            await record_audit(conn, self._clock.now(), actor, "session.ended", f"session:{sid}", {"until": until})
+        async with self._gateway.store.begin() as conn:
+            await self._gateway.audit(conn, actor, "session.ended", f"session:{sid}", {"until": until})
 
 
 class WebSessions:
     """The session machinery of one application: storage, lifetimes and ended sessions."""
 
-    def __init__(self, services: SessionServices) -> None:
-        self.clock = services.clock
-        self.accounts = services.accounts
-        settings = services.settings.gateway
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        settings = gateway.settings.gateway
         self.remember_seconds = int(timedelta(days=settings.session_remember_days).total_seconds())
         self.browser_seconds = int(timedelta(hours=settings.session_hours).total_seconds())
         # No max_age here: each session sets its own (persistent when remembered, else a browser cookie).
@@ -221,22 +198,22 @@ class WebSessions:
             "samesite": "Lax",
             "secure": settings.public_url.startswith("https://"),
         }
-        redis = getattr(services.state, "redis", None)
+        redis = getattr(gateway.state, "redis", None)
         self.ended: _EndedSessions | None = None
         self.redis_storage: _RedisStorage | None = None
         if redis is not None:
             self.redis_storage = _RedisStorage(
-                redis, services.state.prefix, self.server_lifetime, self.remember_seconds, **cookie
+                redis, gateway.state.prefix, self.server_lifetime, self.remember_seconds, **cookie
             )
             self.storage: AbstractStorage = self.redis_storage
         else:
-            self.storage = _CookieStorage(self._fernet(services.keys), self.remember_seconds, **cookie)
-            self.ended = _EndedSessions(services.store, services.clock, timedelta(seconds=self.remember_seconds))
+            self.storage = _CookieStorage(self._fernet(gateway), self.remember_seconds, **cookie)
+            self.ended = _EndedSessions(gateway, timedelta(seconds=self.remember_seconds))
 
     @staticmethod
-    def _fernet(keys: _KeyHasher) -> Fernet:
+    def _fernet(gateway: Gateway) -> Fernet:
         # A key derived from the server secret with HMAC-SHA256 under a fixed label: no new secret to keep.
-        derived = bytes.fromhex(keys.hash_key(_KEY_LABEL))
+        derived = bytes.fromhex(gateway.keys.hash_key(_KEY_LABEL))
         return Fernet(base64.urlsafe_b64encode(derived))
 
     def server_lifetime(self, session: Session) -> int:
@@ -248,22 +225,25 @@ class WebSessions:
 
     def now(self) -> float:
         """The gateway clock's time as a Unix timestamp."""
-        return self.clock.now().timestamp()
+        return self.gateway.clock.now().timestamp()
 
 
 SESSIONS = web.AppKey("resayil_web_sessions", WebSessions)
 
 
-def setup_sessions(app: web.Application, gateway: SessionServices, *, api_prefixes: tuple[str, ...]) -> WebSessions:
-    """Install sessions and CSRF checking on ``app`` for web paths; paths under ``api_prefixes`` (the API,
-    authenticated by keys) never see them."""
+def _is_web(request: web.Request) -> bool:
+    return not request.path.startswith(API_PREFIXES)
+
+
+def setup_sessions(app: web.Application, gateway: Gateway) -> WebSessions:
+    """Install sessions and CSRF checking on ``app`` (web paths only; the API never sees them)."""
     sessions = WebSessions(gateway)
     app[SESSIONS] = sessions
     with_session = session_middleware(sessions.storage)
 
     @web.middleware
     async def web_session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(api_prefixes):
+        if not _is_web(request):
             return await handler(request)
 
         async def checked(request: web.Request) -> web.StreamResponse:
@@ -401,7 +381,7 @@ async def _lookup_account(request: web.Request) -> Account | None:
     ):
         session.invalidate()
         return None
-    account = await sessions.accounts.get(int(account_id))
+    account = await sessions.gateway.accounts.get(int(account_id))
     if account is None or not account.is_active:
         return None
     return account
