@@ -177,3 +177,33 @@ async def test_the_connection_budget_says_when_many_workers_would_exhaust_postgr
     line = greedy.describe(500)
     assert "500 worker(s)" in line and f"allows {greedy.max_connections}" in line
     assert "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql+asyncpg://postgres@127.0.0.1:5432/resayil_no_such_db", "the database does not exist"),
+        (
+            "postgresql+asyncpg://no_such_role:secretpw@127.0.0.1:5432/test",
+            "the database refused the user name or password",
+        ),
+        ("postgresql+asyncpg://postgres:secretpw@127.0.0.1:1/test", "the connection was refused"),
+    ],
+    ids=["missing-database", "unknown-user", "unreachable-host"],
+)
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["ledger", "check"], ["users", "list"]])
+def test_every_command_says_in_one_line_why_the_database_cannot_be_used(url, reason, command):
+    env = {
+        "RESAYIL_CONFIG": None,
+        "RESAYIL_LOAD_PLUGINS": None,
+        "RESAYIL_DISABLE_PLUGINS": None,
+        "RESAYIL_DATABASE_URL": url,
+        "RESAYIL_REDIS_URL": "",
+        "RESAYIL_SECRET_KEY": TEST_SECRET,
+    }
+    result = CliRunner().invoke(build_cli(make_plugin_manager(env={})), command, env=env)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == f"error: cannot reach the database or Redis: {reason}"
+    assert "secretpw" not in result.output
