@@ -39,8 +39,10 @@ config_option = click.option(
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print one line on stderr and exit."""
-    click.echo(f"error: {message}", err=True)
+    """Print one line on stderr, with any secret in it masked, and exit."""
+    from .logs import redact
+
+    click.echo(f"error: {redact(message)}", err=True)
     sys.exit(code)
 
 

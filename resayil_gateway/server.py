@@ -25,10 +25,12 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client import values as prometheus_values
 
 from .app import create_app
+from .client_timeouts import ReadTimeouts, TimedAppRunner
 from .config import ConfigError
 from .gateway import Gateway
 from .logs import AccessLogger
 from .store import upgrade
+from .store.connection_budget import connection_budget
 
 log = logging.getLogger("resayil.server")
 
@@ -89,21 +91,53 @@ def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
 def _run_one(
     gateway: Gateway, sock: socket.socket, access_log: bool, parent: int | None = None, loop: str = "asyncio"
 ) -> None:
-    event_loop = new_event_loop(loop)
-    asyncio.set_event_loop(event_loop)
     app = create_app(gateway)
     if parent is not None:
         app.cleanup_ctx.append(functools.partial(_stop_when_orphaned, parent=parent))
-    web.run_app(
+    settings = gateway.settings.gateway
+    runner = TimedAppRunner(
         app,
-        sock=sock,
-        shutdown_timeout=gateway.settings.gateway.shutdown_timeout_s,
+        timeouts=ReadTimeouts(settings.header_read_timeout_s, settings.body_read_timeout_s),
+        handle_signals=True,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        keepalive_timeout=settings.keepalive_timeout_s,
         handler_cancellation=True,
         access_log_class=AccessLogger,
         access_log=logging.getLogger("resayil.access") if access_log else None,
-        print=None,
-        loop=event_loop,
     )
+    _run_until_signalled(runner, sock, loop)
+
+
+def _run_until_signalled(runner: web.AppRunner, sock: socket.socket, loop_name: str = "asyncio") -> None:
+    """What ``web.run_app`` does, with our runner: serve until SIGTERM/SIGINT, then shut down gracefully
+    (in-flight requests finish within the shutdown timeout) before cancelling what is left."""
+    loop = new_event_loop(loop_name)
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_serve_on(runner, sock))
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not main.done():
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(main)
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _serve_on(runner: web.AppRunner, sock: socket.socket) -> None:
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        await asyncio.Event().wait()  # until a signal raises GracefulExit
+    finally:
+        await runner.cleanup()
 
 
 def serve(
@@ -122,7 +156,7 @@ def serve(
     event loop (see :func:`new_event_loop`)."""
     check_workers(gateway, workers)
     loop = resolve_event_loop(loop)
-    _prepare_in_child(gateway)
+    _prepare_in_child(gateway, workers)
     sock = _bind(host, port)
     bound = sock.getsockname()
     log.info(
@@ -145,7 +179,7 @@ def serve(
             shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
 
 
-def _prepare_in_child(gateway: Gateway) -> None:
+def _prepare_in_child(gateway: Gateway, workers: int = 1) -> None:
     """Run :func:`_prepare` in a short-lived forked process and raise here what it raised there, so that the
     serving process never loads Alembic (~11 MB resident in every worker otherwise)."""
     read_end, write_end = os.pipe()
@@ -154,7 +188,7 @@ def _prepare_in_child(gateway: Gateway) -> None:
         code = 0
         try:
             os.close(read_end)
-            asyncio.run(_prepare(gateway))
+            asyncio.run(_prepare(gateway, workers))
         except BaseException as exc:
             code = 1
             try:
@@ -181,11 +215,15 @@ def _prepare_in_child(gateway: Gateway) -> None:
         raise RuntimeError(f"preparing the database failed (child exit status {status})")
 
 
-async def _prepare(gateway: Gateway) -> None:
-    """Before listening: the shared state answers and the schema is current (a clear one-line error otherwise)."""
+async def _prepare(gateway: Gateway, workers: int = 1) -> None:
+    """Before listening: the shared state answers and the schema is current (a clear one-line error otherwise),
+    and the PostgreSQL connection budget is said when it does not fit."""
     try:
         await gateway.state.ping()
         await upgrade(gateway.store)
+        budget = await connection_budget(gateway.store, workers)
+        if budget is not None and not budget.fits:
+            log.warning(budget.describe(workers))
     finally:
         await gateway.state.close()
         await gateway.store.dispose()
