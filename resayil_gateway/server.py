@@ -243,7 +243,7 @@ async def _stop_when_orphaned(_app: web.Application, parent: int) -> AsyncIterat
     task.cancel()
 
 
-def _spawn(make_gateway: Callable[[], Gateway], sock: socket.socket, access_log: bool, loop: str) -> int:
+def _spawn(make_gateway: Callable[[], Gateway], sock: socket.socket, access_log: bool, loop: str = "asyncio") -> int:
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
@@ -266,7 +266,7 @@ def _spawn(make_gateway: Callable[[], Gateway], sock: socket.socket, access_log:
 
 
 def _supervise(
-    make_gateway: Callable[[], Gateway], sock: socket.socket, workers: int, access_log: bool, loop: str
+    make_gateway: Callable[[], Gateway], sock: socket.socket, workers: int, access_log: bool, loop: str = "asyncio"
 ) -> int:
     children = {_spawn(make_gateway, sock, access_log, loop): time.monotonic() for _ in range(workers)}
     stopping = False
