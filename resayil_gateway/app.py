@@ -20,6 +20,7 @@ from .api.keys import GATEWAY, MODEL, REQUEST_ID
 from .api.routes import API_PREFIXES, api_routes
 from .errors import AuthenticationFailed, GatewayError, ServiceUnavailable
 from .gateway import Gateway
+from .limits import add_rate_limit_headers
 from .plugins import await_me_maybe
 
 __all__ = ["GATEWAY", "REQUEST_ID", "create_app"]
@@ -174,6 +175,7 @@ def create_app(gateway: Gateway) -> web.Application:
     )
     app[GATEWAY] = gateway
     app.on_response_prepare.append(_add_request_id)
+    app.on_response_prepare.append(add_rate_limit_headers)
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.extend(_plugin_lifespans(gateway))
     app.add_routes(api_routes())

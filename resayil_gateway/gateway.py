@@ -30,6 +30,7 @@ from .billing.usage import UsageRecorder
 from .clock import Clock
 from .config import ConfigError, Section, Settings, load_settings
 from .domain import Event
+from .limits import RateLimiter, make_limiter
 from .plugins import await_me_maybe, make_plugin_manager
 from .routing.admission import Admission
 from .routing.backends import Backend
@@ -63,6 +64,7 @@ class Gateway:
         )
         gateway = settings.gateway
         self.state: SharedState = make_state(gateway.redis_url, self.instance_id, gateway.redis_prefix)
+        self.limiter: RateLimiter = make_limiter(settings.limits, self.state, self.clock)
         self.metrics = Metrics()
         self.accounts = AccountService(self)
         self.keys = KeyService(self, secret if secret is not None else resolve_secret(settings))
@@ -184,6 +186,7 @@ class Gateway:
     async def start_services(self) -> None:
         """Connect shared state and start backends (the store connects lazily)."""
         await self.state.start()
+        await self.limiter.start()
         for backend in self.backends.values():
             await backend.start()
 
@@ -198,6 +201,7 @@ class Gateway:
             await self.usage.flush()
             await self.keys.flush_usage()
         with contextlib.suppress(Exception):
+            await self.limiter.close()
             await self.state.close()
         await self.store.dispose()
 
