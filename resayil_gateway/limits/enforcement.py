@@ -39,4 +39,6 @@ async def add_rate_limit_headers(request: web.Request, response: web.StreamRespo
     """``on_response_prepare``: the ``x-ratelimit-*-requests`` headers of the request's decision, if any."""
     decision = request.get(RATE_LIMIT)
     if decision is not None:
-        response.headers.update(decision.headers())
+        headers = response.headers
+        for name, value in decision.headers().items():
+            headers[name] = value

@@ -19,16 +19,15 @@ WINDOW_S = 60.0  # "requests per minute": the window is a minute by definition
 def go_duration(seconds: float) -> str:
     """A duration as OpenAI's ``x-ratelimit-reset-*`` headers write it (Go style): ``12ms``, ``6.5s``, ``1m0s``."""
     ms = max(0, math.ceil(seconds * 1000 - 1e-6))
-    if ms == 0:
-        return "0s"
     if ms < 1000:
-        return f"{ms}ms"
-    minutes, rest = divmod(ms, 60_000)
-    text = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+        return f"{ms}ms" if ms else "0s"
+    minutes, ms = divmod(ms, 60_000)
+    whole, fraction = divmod(ms, 1000)
+    text = f"{whole}.{fraction:03d}".rstrip("0") if fraction else str(whole)
     return f"{minutes}m{text}s" if minutes else f"{text}s"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per request, and a frozen dataclass is slower to build
 class Decision:
     """A limiter's answer for one request.
 
@@ -48,7 +47,7 @@ class Decision:
         return {
             "x-ratelimit-limit-requests": str(self.limit),
             "x-ratelimit-remaining-requests": str(self.remaining),
-            "x-ratelimit-reset-requests": go_duration(self.reset_s),
+            "x-ratelimit-reset-requests": "1m0s" if self.reset_s == WINDOW_S else go_duration(self.reset_s),
         }
 
     def retry_headers(self) -> dict[str, str]:
