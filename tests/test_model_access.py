@@ -9,7 +9,7 @@ import pytest
 
 from resayil_gateway.app import create_app
 from resayil_gateway.domain import Caller
-from resayil_gateway.plugins import hookimpl
+from resayil_gateway.hookspecs import hookimpl
 from resayil_gateway.routing.backends import Route
 from resayil_gateway.routing.catalog import allowed_cloud_equivalent, may_serve, route_allowed, unlocking_plan
 from resayil_gateway.testing import FakeBackend, FakeBackendPlugin, seed_account

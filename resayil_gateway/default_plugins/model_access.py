@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import GatewayError, ModelNotFound, PermissionDenied
-from ..plugins import hookimpl
+from ..hookspecs import hookimpl
 from ..routing.catalog import is_restricted_model, plan_allows, unlocking_plan
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..clock import Clock
 from ..config import LimitsSettings
 from ..state import RedisState, SharedState
-from .enforcement import RATE_LIMIT, add_rate_limit_headers, enforce_rate_limit
+from .enforcement import RATE_LIMIT, add_rate_limit_headers, enforce_rate_limit, rate_limiter_context
 from .limiter import WINDOW_S, Decision, RateLimiter, go_duration
 from .redis_limiter import RedisRateLimiter
 from .sliding_window import LocalRateLimiter
@@ -22,6 +22,7 @@ __all__ = [
     "enforce_rate_limit",
     "go_duration",
     "make_limiter",
+    "rate_limiter_context",
 ]
 
 

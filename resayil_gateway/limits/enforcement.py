@@ -7,11 +7,13 @@ streams, 400, 402, 403, 404, 429, 5xx.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ..errors import RateLimited
+from ..web_keys import GATEWAY
 from .limiter import Decision
 
 if TYPE_CHECKING:
@@ -42,3 +44,11 @@ async def add_rate_limit_headers(request: web.Request, response: web.StreamRespo
         headers = response.headers
         for name, value in decision.headers().items():
             headers[name] = value
+
+
+async def rate_limiter_context(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the gateway's limiter started after the shared state it uses, closed before it."""
+    limiter = app[GATEWAY].limiter
+    await limiter.start()
+    yield
+    await limiter.close()
