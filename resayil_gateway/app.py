@@ -22,11 +22,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .api.rate_limits import add_rate_limit_headers, rate_limiter_context
 from .api.routes import API_PREFIXES, api_routes
 from .errors import AuthenticationFailed, GatewayError, ServiceUnavailable
 from .gateway import Gateway
 from .hookcalls import await_me_maybe
-from .limits import add_rate_limit_headers, rate_limiter_context
 from .outages import describe_outage, is_unavailable
 from .web_keys import GATEWAY, MODEL, REQUEST_ID
 

@@ -8,7 +8,6 @@ import orjson
 import pytest
 
 from resayil_gateway.app import create_app
-from resayil_gateway.domain import Caller
 from resayil_gateway.hookspecs import hookimpl
 from resayil_gateway.routing.backends import Route
 from resayil_gateway.routing.catalog import allowed_cloud_equivalent, may_serve, route_allowed, unlocking_plan
@@ -50,7 +49,7 @@ def build(make_gateway, aiohttp_client, clock, local, cloud):
         account = await seed_account(gateway, credits=1000, plan=plan, email=email, phone=phone)
         client.gateway = gateway
         client.auth = {"Authorization": f"Bearer {account.key}"}
-        client.caller = Caller(account.id, None, "", plan or "basic")
+        client.plan = gateway.settings.plan(plan or "basic")
         return client
 
     return client_for
@@ -97,7 +96,7 @@ async def test_the_cheapest_plan_that_includes_the_model_is_the_one_named(build)
     error = (await response.json())["error"]
     assert "Upgrade to the Enterprise plan" in error["message"]
     assert error["required_plan"] == "enterprise"
-    assert unlocking_plan(client.gateway, client.gateway.catalog.get("fake-large")) == "pro"
+    assert unlocking_plan(client.gateway.settings.plans, client.gateway.catalog.get("fake-large")) == "pro"
 
 
 RESTRICTED = ("bge-m3", "bge-m3:latest", "nomic-embed-text", "glm-4.7-flash:cloud", "friendly-embed", "GLM-4.7-Flash")
@@ -120,11 +119,11 @@ async def test_failover_targets_are_the_cloud_equivalent_only_when_allowed_and_n
     basic, pro = await build(), await build("pro", email="pro@example.com", phone="+96550000001")
     catalog = pro.gateway.catalog
     small, medium, large = catalog.get("fake-small"), catalog.get("fake-medium"), catalog.get("fake-large")
-    assert allowed_cloud_equivalent(pro.gateway, pro.caller, small) is catalog.get("sky-large")
-    assert allowed_cloud_equivalent(basic.gateway, basic.caller, small) is None  # Basic has no cloud
-    assert allowed_cloud_equivalent(pro.gateway, pro.caller, medium) is None  # restricted equivalent
-    assert allowed_cloud_equivalent(pro.gateway, pro.caller, large) is None  # not in the catalog
-    assert may_serve(pro.gateway, pro.caller, small) and not may_serve(basic.gateway, basic.caller, large)
+    assert allowed_cloud_equivalent(catalog, pro.plan, small) is catalog.get("sky-large")
+    assert allowed_cloud_equivalent(catalog, basic.plan, small) is None  # Basic has no cloud
+    assert allowed_cloud_equivalent(catalog, pro.plan, medium) is None  # restricted equivalent
+    assert allowed_cloud_equivalent(catalog, pro.plan, large) is None  # not in the catalog
+    assert may_serve(catalog, pro.plan, small) and not may_serve(catalog, basic.plan, large)
 
 
 class FailoverTo:
@@ -157,7 +156,6 @@ async def test_an_allowed_failover_route_is_served(build, cloud):
     response = await client.post("/v1/chat/completions", json=chat_body("fake-small"), headers=client.auth)
     assert response.status == 200
     assert response.headers["x-resayil-backend"] == "cloud"
-    assert route_allowed(
-        client.gateway, client.caller, Route(cloud, "sky-large", client.gateway.catalog.get("fake-small"))
-    )
+    catalog = client.gateway.catalog
+    assert route_allowed(catalog, client.plan, Route(cloud, "sky-large", catalog.get("fake-small")))
     await client.gateway.drain()

@@ -24,12 +24,12 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..hookcalls import first_result
-from ..limits import enforce_rate_limit
 from ..routing.backends import Route
 from ..routing.catalog import route_allowed
 from ..web_keys import GATEWAY, MODEL, REQUEST_ID
 from .openai_format import DONE, ChunkEncoder, completion_body, embeddings_body, error_event
 from .parsing import parse_chat_request, parse_embedding_request, read_json
+from .rate_limits import enforce_rate_limit
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -72,7 +72,7 @@ async def choose_route(gateway: Gateway, caller: Caller, chat: ChatRequest, mode
     route = await first_result(
         gateway.pm.hook.choose_backend, caller=caller, chat_request=chat, model=model, gateway=gateway
     )
-    if route is not None and not route_allowed(gateway, caller, route):
+    if route is not None and not route_allowed(gateway.catalog, gateway.settings.plan(caller.plan), route):
         log.error(
             "choose_backend chose %s for a %s caller: refused (restricted or outside the plan)",
             route.upstream_model,

@@ -22,12 +22,12 @@ if TYPE_CHECKING:
 def check_access(caller: Caller, model: ModelInfo, gateway: Gateway) -> GatewayError | None:
     """Hide restricted models (404) and refuse models outside the caller's plan (403, naming the plan that
     includes them)."""
-    if is_restricted_model(gateway, model):
+    if is_restricted_model(gateway.catalog, model):
         return ModelNotFound(f"The model `{model.id}` does not exist or you do not have access to it.", param="model")
     plan = gateway.settings.plan(caller.plan)
     if plan_allows(plan.models, model):
         return None
-    unlocking_id = unlocking_plan(gateway, model)
+    unlocking_id = unlocking_plan(gateway.settings.plans, model)
     if unlocking_id is None:
         return PermissionDenied(f"The model `{model.id}` is not available on the {plan.name.en} plan.", param="model")
     return PermissionDenied(

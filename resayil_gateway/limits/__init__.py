@@ -6,23 +6,18 @@ from __future__ import annotations
 from ..clock import Clock
 from ..config import LimitsSettings
 from ..state import RedisState, SharedState
-from .enforcement import RATE_LIMIT, add_rate_limit_headers, enforce_rate_limit, rate_limiter_context
 from .limiter import WINDOW_S, Decision, RateLimiter, go_duration
 from .redis_limiter import RedisRateLimiter
 from .sliding_window import LocalRateLimiter
 
 __all__ = [
-    "RATE_LIMIT",
     "WINDOW_S",
     "Decision",
     "LocalRateLimiter",
     "RateLimiter",
     "RedisRateLimiter",
-    "add_rate_limit_headers",
-    "enforce_rate_limit",
     "go_duration",
     "make_limiter",
-    "rate_limiter_context",
 ]
 
 

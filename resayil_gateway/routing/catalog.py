@@ -8,15 +8,10 @@ model list changes. Restricted models are matched on every tag and case (``bge-m
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
-from ..config import ModelsSettings
+from ..config import ModelsSettings, PlanSettings
 from ..domain import DiscoveredModel, ModelInfo
 from .backends import Backend, Route
-
-if TYPE_CHECKING:
-    from ..domain import Caller
-    from ..gateway import Gateway
 
 
 def base_name(model: str) -> str:
@@ -149,38 +144,37 @@ def plan_allows(selectors: Iterable[str], model: ModelInfo) -> bool:
 # -- access rules every path applies (check_access, GET /v1/models, failover, the final route check) ---------
 
 
-def is_restricted_model(gateway: Gateway, model: ModelInfo) -> bool:
+def is_restricted_model(catalog: Catalog, model: ModelInfo) -> bool:
     """True when the model, by its id or by the name its backend knows it by, is on the restricted list."""
-    catalog = gateway.catalog
     return catalog.is_restricted(model.id) or catalog.is_restricted(model.name_upstream)
 
 
-def may_serve(gateway: Gateway, caller: Caller, model: ModelInfo) -> bool:
-    """True when ``model`` is not restricted and the caller's plan includes it. No I/O: call it per request."""
-    return not is_restricted_model(gateway, model) and plan_allows(gateway.settings.plan(caller.plan).models, model)
+def may_serve(catalog: Catalog, plan: PlanSettings, model: ModelInfo) -> bool:
+    """True when ``model`` is not restricted and ``plan`` includes it. No I/O: call it per request."""
+    return not is_restricted_model(catalog, model) and plan_allows(plan.models, model)
 
 
-def allowed_cloud_equivalent(gateway: Gateway, caller: Caller, model: ModelInfo) -> ModelInfo | None:
+def allowed_cloud_equivalent(catalog: Catalog, plan: PlanSettings, model: ModelInfo) -> ModelInfo | None:
     """The failover target for ``model``: its configured cloud equivalent, when that is in the catalog, not
-    restricted and included in the caller's plan (so a plan without cloud access never fails over); else None."""
+    restricted and included in ``plan`` (so a plan without cloud access never fails over); else None."""
     if not model.cloud_equivalent:
         return None
-    target = gateway.catalog.get(model.cloud_equivalent)
-    if target is None or not may_serve(gateway, caller, target):
+    target = catalog.get(model.cloud_equivalent)
+    if target is None or not may_serve(catalog, plan, target):
         return None
     return target
 
 
-def route_allowed(gateway: Gateway, caller: Caller, route: Route) -> bool:
+def route_allowed(catalog: Catalog, plan: PlanSettings, route: Route) -> bool:
     """True unless a route would run a restricted model (by the name sent upstream or the model billed) or a
-    model outside the caller's plan: the guard behind every ``choose_backend`` answer, failover included."""
-    if gateway.catalog.is_restricted(route.upstream_model) or not may_serve(gateway, caller, route.model):
+    model outside ``plan``: the guard behind every ``choose_backend`` answer, failover included."""
+    if catalog.is_restricted(route.upstream_model) or not may_serve(catalog, plan, route.model):
         return False
-    target = gateway.catalog.get(route.upstream_model)
-    return target is None or target is route.model or may_serve(gateway, caller, target)
+    target = catalog.get(route.upstream_model)
+    return target is None or target is route.model or may_serve(catalog, plan, target)
 
 
-def unlocking_plan(gateway: Gateway, model: ModelInfo) -> str | None:
+def unlocking_plan(plans: Mapping[str, PlanSettings], model: ModelInfo) -> str | None:
     """The id of the cheapest plan that includes ``model`` (the one a refusal names), or None."""
-    plans = [(plan.price_fils, pid) for pid, plan in gateway.settings.plans.items() if plan_allows(plan.models, model)]
-    return min(plans)[1] if plans else None
+    including = [(plan.price_fils, pid) for pid, plan in plans.items() if plan_allows(plan.models, model)]
+    return min(including)[1] if including else None

@@ -1,4 +1,5 @@
-"""Where the limiter meets a request: counted once right after authentication, headers on every response.
+"""Where the rate limiter (:mod:`resayil_gateway.limits`) meets a request: counted once right after
+authentication, headers on every response.
 
 Unauthenticated requests (401) carry no ``x-ratelimit-*`` headers: there is no account to count them
 against (failed keys are fail2ban's business, SPEC §7). Every response after authentication does: 200s,
@@ -13,8 +14,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..errors import RateLimited
+from ..limits import Decision
 from ..web_keys import GATEWAY
-from .limiter import Decision
 
 if TYPE_CHECKING:
     from ..domain import Caller
