@@ -28,6 +28,7 @@ from .errors import AuthenticationFailed, GatewayError, ServiceUnavailable
 from .gateway import Gateway
 from .hookcalls import await_me_maybe
 from .outages import describe_outage, is_unavailable
+from .web.sessions import setup_sessions
 from .web_keys import GATEWAY, MODEL, REQUEST_ID
 
 __all__ = ["GATEWAY", "REQUEST_ID", "create_app"]
@@ -142,7 +143,13 @@ async def _hot_pool(app: web.Application) -> AsyncIterator[None]:
     """The request path's own PostgreSQL connections: closed once every charge in flight has settled."""
     gateway = app[GATEWAY]
     yield
-    await gateway.drain()
+    cancelled = await gateway.tasks.drain(timeout=gateway.settings.gateway.shutdown_timeout_s)
+    if cancelled:
+        log.error(
+            "stopped with %d charge(s) unsettled (the store did not come back); their holds are released when "
+            "their leases run out",
+            cancelled,
+        )
     await gateway.ledger.close()
     await gateway.store.close_hot()
 
@@ -179,7 +186,12 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 async def _stale_holds(app: web.Application) -> AsyncIterator[None]:
     """Release holds left by processes that died (every hold, on SQLite: one process owns that file)."""
     gateway = app[GATEWAY]
-    await gateway.ledger.release_stale_holds(everything=gateway.store.is_sqlite)
+    try:
+        await gateway.ledger.release_stale_holds(everything=gateway.store.is_sqlite)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        log.error("could not sweep stale holds at start (%s); housekeeping will", describe_outage(exc))
     yield
 
 
@@ -273,6 +285,7 @@ def create_app(gateway: Gateway) -> web.Application:
     )
     gateway.prepare()
     app[GATEWAY] = gateway
+    setup_sessions(app, gateway)
     app.on_response_prepare.append(_add_request_id)
     app.on_response_prepare.append(add_rate_limit_headers)
     app.cleanup_ctx.extend(CORE_CONTEXTS)
