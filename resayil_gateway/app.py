@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .api.rate_limits import add_rate_limit_headers, rate_limiter_context
 from .api.routes import API_PREFIXES, api_routes
 from .errors import AuthenticationFailed, GatewayError, ServiceUnavailable
 from .gateway import Gateway
@@ -245,6 +246,7 @@ async def _housekeeping(gateway: Gateway) -> None:
 CORE_CONTEXTS: tuple[Context, ...] = (
     _store,
     _shared_state,
+    rate_limiter_context,
     _hot_pool,
     _backends,
     _stale_holds,
@@ -285,6 +287,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     setup_sessions(app, gateway)
     app.on_response_prepare.append(_add_request_id)
+    app.on_response_prepare.append(add_rate_limit_headers)
     app.cleanup_ctx.extend(CORE_CONTEXTS)
     app.cleanup_ctx.extend(_plugin_lifespans(gateway))
     app.add_routes(api_routes())
