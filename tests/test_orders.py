@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import func, select
 
-from resayil_gateway.billing.orders import Order, format_kwd
+from resayil_gateway.billing.orders import Fulfilment, Order, format_kwd
 from resayil_gateway.billing.payments import (
     Checkout,
     CheckoutStarted,
@@ -185,20 +185,22 @@ async def test_callback_five_duplicate_webhooks_and_the_reconciler_racing_credit
     payment_id = provider.settle(invoice)
     clock.advance(seconds=601)  # old enough for the reconciler too
 
-    async def callback() -> str:
+    async def callback() -> Fulfilment:
         status = await provider.payment_status(payment_id=payment_id)
-        return (await shop.orders.fulfil_status(provider.name, status, "callback")).outcome
+        return await shop.orders.fulfil_status(provider.name, status, "callback")
 
-    async def webhook() -> str:
+    async def webhook() -> Fulfilment:
         status = await provider.payment_status(invoice_id=invoice)
-        return (await shop.orders.fulfil_status(provider.name, status, "webhook")).outcome
+        return await shop.orders.fulfil_status(provider.name, status, "webhook")
 
-    async def reconciler() -> str:
+    async def reconciler() -> Fulfilment:
         counts = await shop.orders.reconcile()
-        return "paid" if counts.get("paid") else "other"
+        return Fulfilment("paid" if counts.get("paid") else "duplicate", await shop.orders.get(order.id))
 
-    outcomes = await asyncio.gather(callback(), *(webhook() for _ in range(5)), reconciler())
-    assert outcomes.count("paid") == 1, outcomes
+    results = await asyncio.gather(callback(), *(webhook() for _ in range(5)), reconciler())
+    outcomes = [result.outcome for result in results]
+    assert outcomes.count("paid") == 1 and outcomes.count("duplicate") == 6, outcomes
+    assert all(result.order.status == "paid" for result in results)  # every loser reports the order as paid
     balance = await shop.ledger.balance(shop.account.id)
     assert (balance.topup_credits, balance.plan_credits) == (5000, 0)  # the top-up bucket
     assert await ledger_rows(shop, f"order:{order.id}") == 1

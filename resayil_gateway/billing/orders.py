@@ -322,9 +322,11 @@ class OrderService:
                     provider_invoice_id=order.invoice_id or status.invoice_id,
                 )
             )
-            if claimed.rowcount != 1:
-                return Fulfilment("duplicate", order)
-            activation = await self._credit(conn, order)
+            credited = claimed.rowcount == 1
+            if credited:
+                activation = await self._credit(conn, order)
+        if not credited:  # someone else confirmed it first: report the order as it is now
+            return Fulfilment("duplicate", await self.get(order.id))
         log.info("order %s paid (via %s): account %s %s %s", order.id, source, order.account_id, order.kind, order.item)
         paid = await self.get(order.id)
         await self._announce(order, activation)
