@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from resayil_gateway.billing.orders import Fulfilment, Order, format_kwd
@@ -32,10 +33,11 @@ from resayil_gateway.billing.payments import (
     WebhookNotice,
     WebhookRejected,
 )
+from resayil_gateway.cli import build_cli
 from resayil_gateway.clock import Clock
-from resayil_gateway.plugins import hookimpl
+from resayil_gateway.plugins import hookimpl, make_plugin_manager
 from resayil_gateway.store.tables import ledger, subscriptions
-from resayil_gateway.testing import seed_account
+from resayil_gateway.testing import TEST_SECRET, build_gateway, seed_account
 from resayil_gateway.web.sessions import csrf_exempt, login
 from resayil_gateway.web_keys import GATEWAY
 
@@ -266,6 +268,7 @@ async def test_a_plan_order_activates_the_plan_and_a_second_before_expiry_extend
     await shop.orders.fulfil_status(provider.name, provider.statuses[invoice2], "callback")
     plan, extended = await shop.accounts.plan_of(shop.account.id)
     assert plan == "pro" and extended == end + timedelta(days=30)
+    assert [(await shop.orders.get(o.id)).status for o in (first, second)] == ["paid", "paid"]
     assert plugin.events.count("plan.activated") == 2 and plugin.events.count("order.paid") == 2
     async with shop.store.connect() as conn:
         assert len((await conn.execute(select(subscriptions))).all()) == 1
@@ -302,9 +305,7 @@ async def signed_in(client: Any) -> str:
     return CSRF.search(page).group(1)
 
 
-async def test_checkout_stores_the_order_then_redirects_to_the_payment_page_and_the_callback_credits(
-    client, provider
-):
+async def test_checkout_stores_the_order_then_redirects_to_the_payment_page_and_the_callback_credits(client, provider):
     token = await signed_in(client)
     response = await client.post("/billing/checkout", data={"csrf_token": token, "pack": "5k"}, allow_redirects=False)
     assert response.status == 303
@@ -388,3 +389,46 @@ async def test_the_error_return_marks_the_order_failed_with_a_retry_link(client,
     assert page.status == 200 and "Payment not completed" in text and "/billing/top-up" in text
     assert (await client.gateway.orders.get(order.id)).status == "failed"
     assert (await client.get("/billing/callback")).status == 400
+
+
+# -- the command line ------------------------------------------------------------------------------------
+
+
+def test_resayil_plans_list_and_orders_list_and_reconcile(stack_info):
+    async def seed() -> str:
+        gateway = build_gateway(
+            stack_info.database_url, redis_url=stack_info.redis_url, redis_prefix=stack_info.redis_prefix
+        )
+        try:
+            account = await seed_account(gateway)
+            return (await gateway.orders.create(account.id, "topup", "15k", "myfatoorah")).id
+        finally:
+            await gateway.close()
+
+    order_id = asyncio.run(seed())
+    env = {
+        "RESAYIL_CONFIG": None,
+        "RESAYIL_LOAD_PLUGINS": None,
+        "RESAYIL_DISABLE_PLUGINS": None,
+        "RESAYIL_DATABASE_URL": stack_info.database_url,
+        "RESAYIL_REDIS_URL": stack_info.redis_url,
+        "RESAYIL_SECRET_KEY": TEST_SECRET,
+    }
+    cli = build_cli(make_plugin_manager(env={}))
+
+    def resayil(*args: str) -> Any:
+        return CliRunner().invoke(cli, list(args), env=env)
+
+    plans = resayil("plans", "list")
+    assert plans.exit_code == 0, plans.output
+    assert plans.stdout.splitlines()[0].split() == ["basic", "Basic", "2.500", "KWD", "100", "credits", "30", "days"]
+    listed = resayil("orders", "list", "--json")
+    assert [(o["id"], o["status"], o["amount_fils"]) for o in json.loads(listed.stdout)] == [
+        (order_id, "pending", 12000)
+    ]
+    assert order_id in resayil("orders", "list", "--status", "pending").stdout
+    assert resayil("orders", "list", "--status", "paid").stdout == ""
+    refused = resayil("orders", "reconcile")
+    assert (
+        refused.exit_code == 1 and refused.stderr == "error: no payment provider is configured (enable [myfatoorah])\n"
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -66,7 +67,8 @@ def add_order_commands(cli: click.Group, run_with_gateway: Decorator, config_opt
         """Ask the payment provider about pending orders older than ``reconcile_after_s`` and settle them."""
         providers: Mapping[str, Any] = gateway.payment_providers
         if not providers:
-            raise click.ClickException("no payment provider is configured (enable [myfatoorah])")
+            click.echo("error: no payment provider is configured (enable [myfatoorah])", err=True)
+            sys.exit(1)
         for provider in providers.values():
             await provider.start()
         try:
