@@ -389,6 +389,8 @@ async def test_the_error_return_marks_the_order_failed_with_a_retry_link(client,
     assert page.status == 200 and "Payment not completed" in text and "/billing/top-up" in text
     assert (await client.gateway.orders.get(order.id)).status == "failed"
     assert (await client.get("/billing/callback")).status == 400
+    unknown = await client.get("/billing/callback?paymentId=pay-forged")
+    assert unknown.status == 400 and "Unknown payment" in await unknown.text()
 
 
 # -- the command line ------------------------------------------------------------------------------------

@@ -268,6 +268,14 @@ async def _confirm_by_payment_id(request: web.Request, source: str) -> Fulfilmen
         status = await provider.payment_status(payment_id=payment_id)
     except PaymentError as exc:
         log.warning("%s: %s could not report payment %s: %s", source, provider.name, payment_id, exc)
+        if not exc.transient:
+            return _message(
+                ("Unknown payment", "دفعة غير معروفة"),
+                "The payment provider does not know this payment. Nothing was credited.",
+                "مزود الدفع لا يعرف هذه الدفعة. لم تتم إضافة أي رصيد.",
+                400,
+                _retry_link(request),
+            )
         return _message(
             ("Confirming your payment", "جارٍ تأكيد الدفع"),
             "We could not confirm your payment yet. If you paid, your credits will appear within a few minutes.",
