@@ -114,6 +114,7 @@ class ProviderPlugin:
     def __init__(self, provider: FakeProvider | None) -> None:
         self.provider = provider
         self.events: list[str] = []
+        self.payloads: dict[str, dict[str, Any]] = {}
 
     @hookimpl
     def register_payment_providers(self, register: Any, gateway: Any) -> None:
@@ -123,6 +124,7 @@ class ProviderPlugin:
     @hookimpl
     def on_event(self, event: Any, gateway: Any) -> None:
         self.events.append(event.name)
+        self.payloads[event.name] = dict(event.data)
 
     @hookimpl
     def register_routes(self, gateway: Any) -> Any:
@@ -209,6 +211,13 @@ async def test_callback_five_duplicate_webhooks_and_the_reconciler_racing_credit
     paid = await shop.orders.get(order.id)
     assert paid.status == "paid" and paid.paid_at is not None and paid.payment_id == payment_id
     assert plugin.events.count("order.paid") == 1 and plugin.events.count("topup.credited") == 1
+    assert plugin.payloads["topup.credited"] == {
+        "order_id": order.id,
+        "credits": 5000,
+        "pack": "5k",
+        "balance": 5000,
+        "topup_balance": 5000,
+    }
     assert await shop.ledger.check() == []
 
 

@@ -24,6 +24,7 @@ from ..domain import Event
 from ..outages import describe_outage, is_unavailable
 from ..store.tables import orders
 from .payments import PaymentError, PaymentStatus
+from .plans import PlanActivation
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..domain import Emit
     from ..store import Store
-    from .ledger import Ledger
-    from .plans import PlanActivation, PlanService
+    from .ledger import Entry, Ledger
+    from .plans import PlanService
 
 log = logging.getLogger("resayil.orders")
 
@@ -309,7 +310,7 @@ class OrderService:
 
     async def _pay(self, order: Order, status: PaymentStatus, source: str) -> Fulfilment:
         now = self._clock.now()
-        activation: PlanActivation | None = None
+        credit: PlanActivation | Entry | None = None
         async with self._store.begin() as conn:
             claimed = await conn.execute(
                 update(orders)
@@ -324,19 +325,19 @@ class OrderService:
             )
             credited = claimed.rowcount == 1
             if credited:
-                activation = await self._credit(conn, order)
+                credit = await self._credit(conn, order)
         if not credited:  # someone else confirmed it first: report the order as it is now
             return Fulfilment("duplicate", await self.get(order.id))
         log.info("order %s paid (via %s): account %s %s %s", order.id, source, order.account_id, order.kind, order.item)
         paid = await self.get(order.id)
-        await self._announce(order, activation)
+        await self._announce(order, credit)
         return Fulfilment("paid", paid)
 
-    async def _credit(self, conn: AsyncConnection, order: Order) -> PlanActivation | None:
+    async def _credit(self, conn: AsyncConnection, order: Order) -> PlanActivation | Entry:
         ref, actor = f"order:{order.id}", f"order:{order.id}"
         if order.kind == "plan":
             return await self._plans.activate(order.account_id, order.item, ref=ref, actor=actor, conn=conn)
-        await self._ledger.grant(
+        return await self._ledger.grant(
             order.account_id,
             order.credits,
             bucket="topup",
@@ -346,9 +347,8 @@ class OrderService:
             memo=f"pack {order.item}",
             conn=conn,
         )
-        return None
 
-    async def _announce(self, order: Order, activation: PlanActivation | None) -> None:
+    async def _announce(self, order: Order, credit: PlanActivation | Entry | None) -> None:
         data = {
             "order_id": order.id,
             "kind": order.kind,
@@ -358,17 +358,17 @@ class OrderService:
             "credits": order.credits,
         }
         await self._emit(Event("order.paid", data, order.account_id, key=f"order.paid:{order.id}"))
-        if activation is not None:
-            await self._plans.announce(activation)
-        else:
-            await self._emit(
-                Event(
-                    "topup.credited",
-                    {"order_id": order.id, "credits": order.credits, "pack": order.item},
-                    order.account_id,
-                    key=f"topup:{order.id}",
-                )
-            )
+        if isinstance(credit, PlanActivation):
+            await self._plans.announce(credit)
+        elif credit is not None:
+            credited = {
+                "order_id": order.id,
+                "credits": order.credits,
+                "pack": order.item,
+                "balance": credit.plan_after + credit.topup_after,
+                "topup_balance": credit.topup_after,
+            }
+            await self._emit(Event("topup.credited", credited, order.account_id, key=f"topup:{order.id}"))
 
     # -- reconciliation ----------------------------------------------------------------------------------
 
