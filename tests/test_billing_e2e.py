@@ -50,7 +50,13 @@ async def journey(make_gateway, aiohttp_client, stack_info) -> Any:
         plugins=[myfatoorah_plugin, portal_plugin, FakeBackendPlugin(FakeBackend())],
         overrides={
             "gateway": {"public_url": base},
-            "myfatoorah": {"enabled": True, "base_url": sim_url, "webhook_secret": secret, "api_token": token},
+            "myfatoorah": {
+                "enabled": True,
+                "base_url": sim_url,
+                "webhook_secret": secret,
+                "api_token": token,
+                "reconcile_after_s": 0.001,  # the reconciler may ask about any pending order at once
+            },
         },
     )
     client = await aiohttp_client(create_app(gateway), server_kwargs={"port": port})
@@ -131,4 +137,40 @@ async def test_a_declined_plan_payment_then_paid_on_retry_activates_the_plan_onc
     balance = await journey.gateway.ledger.balance(journey.account.id)
     assert (balance.plan_credits, balance.topup_credits) == (500, 0)
     assert (await journey.gateway.orders.get(order.id)).status == "paid"
+    assert await journey.gateway.ledger.check() == []
+
+
+def invoice_of(journey: Any, pay_url: str) -> Any:
+    """The simulator's invoice behind a hosted payment page."""
+    return journey.sim.sandbox.by_key(URL(pay_url).query["invoiceKey"])
+
+
+async def test_out_of_order_webhooks_alone_credit_once_and_a_late_failure_changes_nothing(journey):
+    journey.sim.configure({"out_of_order": True})  # each payment also sends a failed attempt's webhook, after
+    pay_url = await buy(journey, "pack", "15k")
+    journey.sim.settle(invoice_of(journey, pay_url), "paid")  # the browser never comes back
+    await journey.sim.stats.wait_until(lambda s: s.webhooks_delivered >= 4)
+    assert [item.transaction_status for item in journey.sim.webhooks.deliveries] == [
+        "SUCCESS",
+        "SUCCESS",
+        "FAILED",
+        "FAILED",
+    ]
+    (order,) = await journey.gateway.orders.list(account_id=journey.account.id)
+    assert (order.status, order.amount_fils) == ("paid", 12000)
+    assert (await journey.gateway.ledger.balance(journey.account.id)).topup_credits == 15000
+    assert await journey.gateway.ledger.check() == []
+
+
+async def test_the_reconciler_credits_a_payment_whose_return_and_webhooks_were_lost(journey):
+    journey.sim.configure({"webhook_url": ""})  # no webhooks at all
+    pay_url = await buy(journey, "pack", "5k")
+    (order,) = await journey.gateway.orders.list(account_id=journey.account.id)
+    assert await journey.gateway.orders.reconcile() == {"pending": 1}  # not paid yet: asked, left pending
+    journey.sim.settle(invoice_of(journey, pay_url), "paid")
+    assert await journey.gateway.orders.reconcile() == {"paid": 1}
+    assert await journey.gateway.orders.reconcile() == {}
+    assert (await journey.gateway.orders.get(order.id)).status == "paid"
+    assert (await journey.gateway.ledger.balance(journey.account.id)).topup_credits == 5000
+    assert journey.sim.stats.webhooks_skipped == 1
     assert await journey.gateway.ledger.check() == []
