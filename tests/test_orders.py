@@ -23,7 +23,7 @@ from aiohttp import web
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from resayil_gateway.billing.orders import Fulfilment, Order, format_kwd
+from resayil_gateway.billing.orders import Fulfilment, Order, OrderService, format_kwd
 from resayil_gateway.billing.payments import (
     Checkout,
     CheckoutStarted,
@@ -115,6 +115,7 @@ class ProviderPlugin:
         self.provider = provider
         self.events: list[str] = []
         self.payloads: dict[str, dict[str, Any]] = {}
+        self.paid = asyncio.Event()
 
     @hookimpl
     def register_payment_providers(self, register: Any, gateway: Any) -> None:
@@ -125,6 +126,8 @@ class ProviderPlugin:
     def on_event(self, event: Any, gateway: Any) -> None:
         self.events.append(event.name)
         self.payloads[event.name] = dict(event.data)
+        if event.name == "order.paid":
+            self.paid.set()
 
     @hookimpl
     def register_routes(self, gateway: Any) -> Any:
@@ -297,6 +300,33 @@ async def test_the_reconciler_asks_only_about_old_pending_orders_and_fails_expir
     assert (await shop.orders.get(expired.id)).status == "failed"
     assert await shop.orders.reconcile() == {}  # nothing pending any more
     assert await shop.ledger.check() == []
+
+
+async def test_reconcilers_of_two_workers_never_ask_about_the_same_order(shop, provider, clock):
+    for _ in range(3):
+        _order, invoice = await checkout(shop, provider)
+        provider.settle(invoice)
+    clock.advance(seconds=601)
+    provider.status_calls = 0
+    first, second = await asyncio.gather(shop.orders.reconcile(), shop.orders.reconcile())
+    assert first.get("paid", 0) + second.get("paid", 0) == 3
+    assert provider.status_calls == 3  # each order claimed by one reconciler only
+    assert (await shop.ledger.balance(shop.account.id)).topup_credits == 15000
+    assert await shop.ledger.check() == []
+
+
+async def test_the_background_reconciler_runs_only_when_a_provider_is_registered(shop, provider, plugin, clock):
+    lonely = OrderService(shop.store, clock, shop.settings, shop.ledger, shop.plans, shop.emit, providers={})
+    assert await asyncio.wait_for(lonely.run(interval=0), 1) is None  # returns at once: nothing to ask
+    _order, invoice = await checkout(shop, provider)
+    provider.settle(invoice)
+    clock.advance(seconds=601)
+    loop = asyncio.create_task(shop.orders.run(interval=0))
+    try:
+        await asyncio.wait_for(plugin.paid.wait(), 10)
+    finally:
+        loop.cancel()
+    assert (await shop.ledger.balance(shop.account.id)).topup_credits == 5000
 
 
 # -- over HTTP -------------------------------------------------------------------------------------------
