@@ -366,7 +366,10 @@ async def test_checkout_stores_the_order_then_redirects_to_the_payment_page_and_
 async def test_checkout_refuses_unknown_items_anonymous_users_and_a_missing_csrf_token(client):
     assert (await client.get("/billing/orders")).status == 401
     anonymous = await client.get("/billing/top-up")
-    assert "/login?next=/billing/top-up" in await anonymous.text() and "csrf_token" not in await anonymous.text()
+    text = await anonymous.text()
+    assert "/login?next=/billing/top-up" in text and "csrf_token" not in text
+    for price in ("2.500 KWD", "7.500 KWD", "25.000 KWD", "5.000 KWD", "12.000 KWD", "35.000 KWD"):
+        assert price in text
     token = await signed_in(client)
     for form in ({"pack": "1m"}, {"plan": "gold"}, {}, {"plan": "pro", "pack": "5k"}):
         response = await client.post("/billing/checkout", data={"csrf_token": token, **form})

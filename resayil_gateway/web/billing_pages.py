@@ -23,6 +23,7 @@ from aiohttp_session import get_session
 
 from ..billing.orders import Fulfilment, OrderError, OrderKind, format_kwd
 from ..billing.payments import Checkout, PaymentError, WebhookRejected
+from ..config import Settings
 from ..gateway import Gateway
 from ..web_keys import GATEWAY
 from .sessions import csrf_exempt, csrf_token, current_account
@@ -128,58 +129,49 @@ def _unavailable(request: web.Request) -> web.Response:
 
 async def top_up_page(request: web.Request) -> web.Response:
     """Plans and packs with their KWD prices; buy buttons for a signed-in user, else a link to sign in."""
-    gateway = request.app[GATEWAY]
+    settings = request.app[GATEWAY].settings
     account = await current_account(request)
-    token = html.escape(csrf_token(request), quote=True) if account is not None else ""
+    token = csrf_token(request) if account is not None else None
+    body = {lang: _offers(settings, lang == "en", token) for lang in ("en", "ar")}
+    return _page(("Plans and top-ups", "الباقات والشحن"), body["en"], body["ar"])
 
-    def offer(field: str, item: str, label: str, detail: str, price_fils: int, buy: str) -> str:
-        button = ""
-        if account is not None:
-            button = (
-                "<form method='post' action='/billing/checkout'>"
-                f"<input type='hidden' name='csrf_token' value='{token}'>"
-                f"<input type='hidden' name='{field}' value='{html.escape(item, quote=True)}'>"
-                f"<button type='submit'>{html.escape(buy)}</button></form>"
-            )
-        return (
-            f"<div class='item'><h2>{html.escape(label)}</h2><p>{html.escape(detail)}</p>"
-            f"<p><strong dir='ltr'>{kwd(price_fils)}</strong></p>{button}</div>"
+
+def _offers(settings: Settings, english: bool, token: str | None) -> str:
+    """Every plan and pack in one language; with a CSRF ``token`` (a signed-in user) each has a buy form."""
+    parts = ["<h2>" + ("Plans" if english else "الباقات") + "</h2><div class='items'>"]
+    for pid, plan in settings.plans.items():
+        if plan.price_fils <= 0:
+            continue
+        if english:
+            label, detail, buy = plan.name.en, f"{plan.credits:,} credits / {plan.period_days} days", "Subscribe"
+        else:
+            label, detail, buy = plan.name.ar, f"{plan.credits:,} رصيد / {plan.period_days} يوماً", "اشترك"
+        parts.append(_offer("plan", pid, label, detail, plan.price_fils, buy, token))
+    parts.append("</div><h2>" + ("Top-up packs (never expire)" if english else "باقات الشحن (لا تنتهي)") + "</h2>")
+    parts.append("<div class='items'>")
+    for pack_id, pack in settings.packs.items():
+        label = f"{pack.credits:,} credits" if english else f"{pack.credits:,} رصيد"
+        parts.append(_offer("pack", pack_id, label, "", pack.price_fils, "Buy" if english else "اشترِ", token))
+    parts.append("</div>")
+    if token is None:
+        login = html.escape(f"/login?next={TOP_UP_PATH}", quote=True)
+        parts.append(f"<p><a href='{login}'>" + ("Sign in to buy" if english else "سجّل الدخول للشراء") + "</a></p>")
+    return "".join(parts)
+
+
+def _offer(field: str, item: str, label: str, detail: str, price_fils: int, buy: str, token: str | None) -> str:
+    button = ""
+    if token is not None:
+        button = (
+            "<form method='post' action='/billing/checkout'>"
+            f"<input type='hidden' name='csrf_token' value='{html.escape(token, quote=True)}'>"
+            f"<input type='hidden' name='{field}' value='{html.escape(item, quote=True)}'>"
+            f"<button type='submit'>{html.escape(buy)}</button></form>"
         )
-
-    plans = [(pid, plan) for pid, plan in gateway.settings.plans.items() if plan.price_fils > 0]
-    packs = list(gateway.settings.packs.items())
-
-    def body(lang: str) -> str:
-        english = lang == "en"
-        parts = ["<h2>" + ("Plans" if english else "الباقات") + "</h2><div class='items'>"]
-        for pid, plan in plans:
-            detail = (
-                f"{plan.credits:,} credits / {plan.period_days} days"
-                if english
-                else f"{plan.credits:,} رصيد / {plan.period_days} يوماً"
-            )
-            parts.append(
-                offer(
-                    "plan",
-                    pid,
-                    plan.name.en if english else plan.name.ar,
-                    detail,
-                    plan.price_fils,
-                    "Subscribe" if english else "اشترك",
-                )
-            )
-        parts.append("</div><h2>" + ("Top-up packs (never expire)" if english else "باقات الشحن (لا تنتهي)") + "</h2>")
-        parts.append("<div class='items'>")
-        for pack_id, pack in packs:
-            label = f"{pack.credits:,} credits" if english else f"{pack.credits:,} رصيد"
-            parts.append(offer("pack", pack_id, label, "", pack.price_fils, "Buy" if english else "اشترِ"))
-        parts.append("</div>")
-        if account is None:
-            login = html.escape(f"/login?next={TOP_UP_PATH}", quote=True)
-            parts.append(f"<p><a href='{login}'>" + ("Sign in to buy" if english else "سجّل الدخول للشراء") + "</a></p>")
-        return "".join(parts)
-
-    return _page(("Plans and top-ups", "الباقات والشحن"), body("en"), body("ar"))
+    return (
+        f"<div class='item'><h2>{html.escape(label)}</h2><p>{html.escape(detail)}</p>"
+        f"<p><strong dir='ltr'>{kwd(price_fils)}</strong></p>{button}</div>"
+    )
 
 
 # -- checkout --------------------------------------------------------------------------------------------
