@@ -87,6 +87,11 @@ async def press(client: Any, pay_url: str, action: str) -> str:
     return response.headers["Location"]
 
 
+async def delivered(journey: Any, count: int) -> None:
+    """Wait (on the simulator's event, bounded) until ``count`` webhooks were answered 200."""
+    await asyncio.wait_for(journey.sim.stats.wait_until(lambda s: s.webhooks_delivered >= count), 20)
+
+
 def credits_show(stack: Any) -> dict[str, int]:
     """``resayil credits show EMAIL --json`` against the same database."""
     env = {
@@ -110,7 +115,7 @@ async def test_a_top_up_paid_on_the_sandbox_is_credited_once_despite_duplicate_w
     assert back.status == 303, await back.text()
     assert back.headers["Location"].startswith("/dashboard?paid=ord_")
     order_id = back.headers["Location"].split("=", 1)[1]
-    await journey.sim.stats.wait_until(lambda s: s.webhooks_delivered >= 2)
+    await delivered(journey, 2)
     deliveries = journey.sim.webhooks.deliveries
     assert len(deliveries) == 2 and all(item.status == 200 for item in deliveries)
     shown = await asyncio.to_thread(credits_show, journey.stack)
@@ -131,7 +136,7 @@ async def test_a_declined_plan_payment_then_paid_on_retry_activates_the_plan_onc
     back = await journey.session.get(callback, allow_redirects=False)
     assert back.status == 303, await back.text()
     assert back.headers["Location"] == f"/dashboard?paid={order.id}"
-    await journey.sim.stats.wait_until(lambda s: s.webhooks_delivered >= 4)
+    await delivered(journey, 4)
     plan, ends = await journey.gateway.accounts.plan_of(journey.account.id)
     assert plan == "pro" and ends is not None
     balance = await journey.gateway.ledger.balance(journey.account.id)
@@ -149,7 +154,7 @@ async def test_out_of_order_webhooks_alone_credit_once_and_a_late_failure_change
     journey.sim.configure({"out_of_order": True})  # each payment also sends a failed attempt's webhook, after
     pay_url = await buy(journey, "pack", "15k")
     journey.sim.settle(invoice_of(journey, pay_url), "paid")  # the browser never comes back
-    await journey.sim.stats.wait_until(lambda s: s.webhooks_delivered >= 4)
+    await delivered(journey, 4)
     assert [item.transaction_status for item in journey.sim.webhooks.deliveries] == [
         "SUCCESS",
         "SUCCESS",
