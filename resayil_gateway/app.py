@@ -4,8 +4,8 @@ cleanup contexts, core routes, plugin routes.
 One cleanup context per resource, each starting its resource before the ``yield`` and stopping it after, in
 reverse order at shutdown: the database engines, the shared state, the request path's hot pool, the
 backends, the payment providers and channels, then each background loop (stale holds swept at start,
-usage rows, key usage, hold leases and plan expiry), then every plugin's ``lifespan``. Charges still in
-flight settle before the store closes.
+usage rows, key usage, hold leases and plan expiry, the payment reconciler), then every plugin's
+``lifespan``. Charges still in flight settle before the store closes.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .errors import AuthenticationFailed, GatewayError, ServiceUnavailable
 from .gateway import Gateway
 from .hookcalls import await_me_maybe
 from .outages import describe_outage, is_unavailable
+from .web.billing_pages import billing_routes
 from .web.sessions import setup_sessions
 from .web_keys import GATEWAY, MODEL, REQUEST_ID
 
@@ -253,6 +254,7 @@ CORE_CONTEXTS: tuple[Context, ...] = (
     _loop("usage-recorder", lambda gateway: gateway.usage.run(), _flush_usage),
     _loop("key-usage", lambda gateway: gateway.keys.run_usage_flusher(), _flush_key_usage),
     _loop("housekeeping", _housekeeping, _nothing),
+    _loop("reconciler", lambda gateway: gateway.orders.run(), _nothing),
 )
 
 
@@ -291,6 +293,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app.cleanup_ctx.extend(CORE_CONTEXTS)
     app.cleanup_ctx.extend(_plugin_lifespans(gateway))
     app.add_routes(api_routes())
+    app.add_routes(billing_routes())
     for routes in gateway.pm.hook.register_routes(gateway=gateway):
         if routes:
             app.add_routes(routes)

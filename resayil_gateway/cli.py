@@ -23,6 +23,7 @@ from . import __version__
 from .auth.accounts import AccountError
 from .auth.api_keys import KeyRefused
 from .billing.ledger import LedgerError
+from .billing.orders_cli import add_order_commands
 from .bootstrap import gateway_from_config
 from .config import ConfigError
 from .gateway import Gateway
@@ -102,6 +103,7 @@ def build_cli(pm: pluggy.PluginManager | None) -> click.Group:
     cli.add_command(credits)
     cli.add_command(ledger)
     cli.add_command(plugins)
+    add_order_commands(cli, run_with_gateway, config_option)
     if pm is not None:
         pm.hook.register_commands(cli=cli)
     return cli

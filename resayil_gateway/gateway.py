@@ -30,6 +30,7 @@ from .auth.api_keys import KeyService
 from .background import BackgroundTasks
 from .billing.ledger import Ledger
 from .billing.metering import Metering
+from .billing.orders import OrderService
 from .billing.plans import PlanService
 from .billing.usage import UsageRecorder
 from .clock import Clock
@@ -103,6 +104,9 @@ class Gateway:
         self.admission = Admission()
         self.backends: dict[str, Backend] = {}
         self.payment_providers: dict[str, Any] = {}
+        self.orders = OrderService(
+            self.store, self.clock, settings, self.ledger, self.plans, self.emit, self.payment_providers
+        )
         self.channels: dict[str, Any] = {}
         self.catalog = Catalog(settings.models, self.backends)
         self._prepared = False
