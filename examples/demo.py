@@ -1,9 +1,11 @@
 """``make run``: the Resayil deployment on embedded defaults, offline.
 
-Starts the bundled Ollama and MyFatoorah simulators (so Buy on the dashboard runs the whole sandbox payment:
-hosted page, return, signed webhooks), migrates a SQLite database under ``var/``, makes a demo user with
-credits and a fresh API key and an admin (both with fresh passwords, printed), prints a copy-paste ``curl``
-line, and serves the gateway with its portal (the landing page at http://127.0.0.1:8080/) until Ctrl-C.
+Starts the bundled simulators: Ollama (local models), the cloud host (failover and cloud models), MyFatoorah
+(so Buy on the dashboard runs the whole sandbox payment: hosted page, return, signed webhooks) and a WhatsApp
+sink (every notification, readable on its page). Then it migrates a SQLite database under ``var/``, makes a
+demo user with credits and a fresh API key and an admin (both with fresh passwords, printed), prints a
+copy-paste ``curl`` line, and serves the gateway with its portal (the landing page at
+http://127.0.0.1:8080/) until Ctrl-C.
 Nothing here reaches the internet.
 """
 
@@ -17,9 +19,12 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
+from resayil_cloud.simulator import SIMULATOR_API_KEY
+from resayil_cloud.simulator import start_simulator as start_cloud
 from resayil_myfatoorah.simulator import SIMULATOR
 from resayil_myfatoorah.simulator import start_simulator as start_myfatoorah
 from resayil_ollama.simulator import start_simulator
+from resayil_whatsapp.sink import start_sink
 from sqlalchemy import update
 
 from resayil_gateway.app import create_app
@@ -86,6 +91,18 @@ async def make_app() -> web.Application:
             "RESAYIL_MYFATOORAH__WEBHOOK_SECRET": pay_secret,
         }
     )
+    cloud_runner, cloud_url = await start_cloud(port=0, latency_ms=200, tokens_per_second=60)
+    sink_token = secrets.token_urlsafe(16)
+    sink_runner, sink_url = await start_sink(port=0, token=sink_token)
+    os.environ.update(
+        {
+            "RESAYIL_CLOUD__URL": cloud_url,
+            "RESAYIL_CLOUD__API_KEY": SIMULATOR_API_KEY,
+            "RESAYIL_WHATSAPP__ENABLED": "true",
+            "RESAYIL_WHATSAPP__BASE_URL": sink_url,
+            "RESAYIL_WHATSAPP__TOKEN": sink_token,
+        }
+    )
     gateway = gateway_from_config()
     base = gateway.settings.gateway.public_url
     pay_runner.app[SIMULATOR].configure({"webhook_url": f"{base}/billing/webhooks/myfatoorah"})
@@ -93,7 +110,9 @@ async def make_app() -> web.Application:
     key, user_password, admin_password = await _seed(gateway)
     print(
         f"""
-  Resayil Gateway (demo) — {base}   Ollama simulator: {sim_url}   MyFatoorah sandbox simulator: {pay_url}
+  Resayil Gateway (demo) — {base}
+  Simulators: Ollama {sim_url}   cloud {cloud_url}   MyFatoorah {pay_url}
+  WhatsApp messages sent by the gateway: {sink_url}/
 
   Demo API key (shown once): {key}
 
@@ -113,8 +132,8 @@ async def make_app() -> web.Application:
     app = create_app(gateway)
 
     async def stop_simulator(_app: web.Application) -> None:
-        await pay_runner.cleanup()
-        await runner.cleanup()
+        for simulator in (sink_runner, cloud_runner, pay_runner, runner):
+            await simulator.cleanup()
 
     app.on_cleanup.append(stop_simulator)
     return app
