@@ -4,8 +4,8 @@ cleanup contexts, core routes, plugin routes.
 One cleanup context per resource, each starting its resource before the ``yield`` and stopping it after, in
 reverse order at shutdown: the database engines, the shared state, the request path's hot pool, the
 backends, the payment providers and channels, then each background loop (stale holds swept at start,
-usage rows, key usage, hold leases and plan expiry), then every plugin's ``lifespan``. Charges still in
-flight settle before the store closes.
+usage rows, key usage, hold leases and plan expiry, the payment reconciler), then every plugin's
+``lifespan``. Charges still in flight settle before the store closes.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .api.rate_limits import add_rate_limit_headers, rate_limiter_context
 from .api.routes import API_PREFIXES, api_routes
 from .errors import AuthenticationFailed, GatewayError, ServiceUnavailable
 from .gateway import Gateway
 from .hookcalls import await_me_maybe
 from .outages import describe_outage, is_unavailable
+from .web.billing_pages import billing_routes
 from .web.sessions import setup_sessions
 from .web_keys import GATEWAY, MODEL, REQUEST_ID
 
@@ -245,12 +247,14 @@ async def _housekeeping(gateway: Gateway) -> None:
 CORE_CONTEXTS: tuple[Context, ...] = (
     _store,
     _shared_state,
+    rate_limiter_context,
     _hot_pool,
     _backends,
     _stale_holds,
     _loop("usage-recorder", lambda gateway: gateway.usage.run(), _flush_usage),
     _loop("key-usage", lambda gateway: gateway.keys.run_usage_flusher(), _flush_key_usage),
     _loop("housekeeping", _housekeeping, _nothing),
+    _loop("reconciler", lambda gateway: gateway.orders.run(), _nothing),
 )
 
 
@@ -285,9 +289,11 @@ def create_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     setup_sessions(app, gateway)
     app.on_response_prepare.append(_add_request_id)
+    app.on_response_prepare.append(add_rate_limit_headers)
     app.cleanup_ctx.extend(CORE_CONTEXTS)
     app.cleanup_ctx.extend(_plugin_lifespans(gateway))
     app.add_routes(api_routes())
+    app.add_routes(billing_routes())
     for routes in gateway.pm.hook.register_routes(gateway=gateway):
         if routes:
             app.add_routes(routes)

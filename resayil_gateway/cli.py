@@ -110,6 +110,9 @@ def build_cli(pm: pluggy.PluginManager | None) -> click.Group:
     cli.add_command(credits)
     cli.add_command(ledger)
     cli.add_command(plugins)
+    from .billing.orders_cli import add_order_commands
+
+    add_order_commands(cli, run_with_gateway, config_option)
     if pm is not None:
         pm.hook.register_commands(cli=cli)
     return cli

@@ -1,10 +1,11 @@
 """Typed settings: built-in defaults < TOML file (``--config`` / ``RESAYIL_CONFIG``) < ``RESAYIL_*`` environment.
 
-The core owns ``[gateway]``, ``[billing]``, ``[plans.*]``, ``[packs.*]``, ``[routing]`` and ``[models]``; each
-plugin declares its own section through the ``register_settings`` hook with a pydantic model. Any key can be
-set from the environment as ``RESAYIL_<SECTION>__<KEY>`` ("__" between levels); ``RESAYIL_DATABASE_URL``,
-``RESAYIL_REDIS_URL``, ``RESAYIL_SECRET_KEY`` and ``RESAYIL_PUBLIC_URL`` are short aliases. A bad value, a
-wrong type or an unknown key raises :class:`ConfigError`, whose one-line message names the key.
+The core owns ``[gateway]``, ``[billing]``, ``[plans.*]``, ``[packs.*]``, ``[routing]``, ``[models]`` and
+``[limits]``; each plugin declares its own section through the ``register_settings`` hook with a pydantic
+model. Any key can be set from the environment as ``RESAYIL_<SECTION>__<KEY>`` ("__" between levels);
+``RESAYIL_DATABASE_URL``, ``RESAYIL_REDIS_URL``, ``RESAYIL_SECRET_KEY`` and ``RESAYIL_PUBLIC_URL`` are short
+aliases. A bad value, a wrong type or an unknown key raises :class:`ConfigError`, whose one-line message names
+the key.
 """
 
 from __future__ import annotations
@@ -161,6 +162,13 @@ class RoutingSettings(Section):
     max_queue_wait_s: float = Field(30.0, gt=0)
 
 
+class LimitsSettings(Section):
+    """``[limits]``: what the per-account rate limit (each plan's ``requests_per_minute``) does when Redis
+    cannot be reached: ``open`` limits each worker on its own, ``closed`` answers 503."""
+
+    on_redis_error: Literal["open", "closed"] = "open"
+
+
 class CatalogEntry(Section):
     """``[models.catalog."<id>"]``: one model's backend kind, size class, multiplier and cloud equivalent."""
 
@@ -225,6 +233,7 @@ CORE_SECTIONS: dict[str, type[Section]] = {
     "billing": BillingSettings,
     "routing": RoutingSettings,
     "models": ModelsSettings,
+    "limits": LimitsSettings,
 }
 
 
@@ -240,6 +249,7 @@ class Settings:
     packs: Mapping[str, PackSettings]
     plugin_sections: Mapping[str, Section] = field(default_factory=dict)
     source: str | None = None
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
     def section(self, name: str) -> Any:
         """A plugin's settings section by name (as it registered it); ``KeyError`` if none was."""

@@ -23,7 +23,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MASK = "***"
 MIN_SECRET_LENGTH = 6  # shorter configured values would mask ordinary words
 
-_API_KEY = re.compile(r"(rsk-[A-Za-z0-9_-]{0,8})[A-Za-z0-9_-]*")  # keeps the 12-character display prefix
+# keeps the 12-character display prefix, which is not a secret (it is how keys are listed and revoked)
+_API_KEY = re.compile(r"(rsk-[A-Za-z0-9_-]{8})[A-Za-z0-9_-]+")
 _SCHEME = r"(?:(?:bearer|basic|token)\b:?\s*)"
 _VALUE = r"(?!\*)[^\s'\"\\&,;]+"
 _ASSIGNED = re.compile(

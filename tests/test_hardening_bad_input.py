@@ -22,7 +22,8 @@ CATALOG = {
             "fake-small": {"backend": "local", "size": "small"},
             "fake-embed": {"backend": "local", "size": "small", "capabilities": ["embeddings"]},
         }
-    }
+    },
+    "plans": {"basic": {"requests_per_minute": 1_000_000}},  # many bad requests here; rate limits have their tests
 }
 
 
