@@ -31,9 +31,10 @@ from .clock import Clock
 from .config import ConfigError, Section, Settings, load_settings
 from .domain import Event
 from .plugins import await_me_maybe, make_plugin_manager
-from .routing.admission import Admission
+from .routing.admission import make_admission
 from .routing.backends import Backend
 from .routing.catalog import Catalog
+from .routing.cloud_budget import make_cloud_budget
 from .state import SharedState, make_state
 from .store import Store
 from .store.tables import audit
@@ -74,7 +75,8 @@ class Gateway:
             settle_window=settings.gateway.settle_batch_ms / 1000,
         )
         self.usage = UsageRecorder(self)
-        self.admission = Admission()
+        self.admission = make_admission(self.state, settings.routing.queue_lease_s)
+        self.cloud_budget = make_cloud_budget(self.state, self.clock, self.emit)
         self.backends: dict[str, Backend] = {}
         self.payment_providers: dict[str, Any] = {}
         self.channels: dict[str, Any] = {}
@@ -125,6 +127,8 @@ class Gateway:
             raise ConfigError(f"backend {backend.name!r}: kind must be 'local' or 'cloud'")
         self.backends[backend.name] = backend
         self.admission.configure(backend.name, backend.max_concurrency)
+        if backend.kind == "cloud":
+            self.cloud_budget.configure_from(backend)
 
     @staticmethod
     def _register_named(target: dict[str, Any]) -> Any:
@@ -184,6 +188,7 @@ class Gateway:
     async def start_services(self) -> None:
         """Connect shared state and start backends (the store connects lazily)."""
         await self.state.start()
+        await self.admission.start()
         for backend in self.backends.values():
             await backend.start()
 
@@ -198,6 +203,7 @@ class Gateway:
             await self.usage.flush()
             await self.keys.flush_usage()
         with contextlib.suppress(Exception):
+            await self.admission.close()
             await self.state.close()
         await self.store.dispose()
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the API: requests, latency, tokens, credits, in-flight requests and upstream errors.
+"""Prometheus metrics of the API: requests, latency, tokens, credits, in-flight requests, upstream errors,
+queue depth and the cloud budget.
 
 With ``resayil serve --workers N`` every worker writes to ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics``
 aggregates them, so a scrape sees the whole gateway whichever worker answers.
@@ -57,12 +58,25 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # Depth and budget are read from the shared state at scrape time: every worker reports the same value.
         self.queue_depth = Gauge(
             "resayil_backend_queue_depth",
-            "Requests waiting for or running on a backend",
+            "Requests waiting for or running on a backend, in all workers",
             ["backend"],
             registry=r,
-            multiprocess_mode="livesum",
+            multiprocess_mode="livemax",
+        )
+        self.cloud_budget_used = Gauge(
+            "resayil_cloud_budget_used",
+            "Requests sent to the cloud today (Asia/Kuwait day)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.cloud_budget_limit = Gauge(
+            "resayil_cloud_budget_limit",
+            "Daily cloud request budget",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.upstream_errors = Counter(
             "resayil_upstream_errors", "Errors from backends", ["backend", "code"], registry=r
@@ -90,7 +104,11 @@ async def metrics_handler(request: web.Request) -> web.Response:
     from .keys import GATEWAY
 
     gateway = request.app[GATEWAY]
+    metrics = gateway.metrics
     for name in gateway.backends:
-        gateway.metrics.child(gateway.metrics.queue_depth, name).set(gateway.admission.depth(name))
+        metrics.child(metrics.queue_depth, name).set(await gateway.admission.depth(name))
+    budget = await gateway.cloud_budget.status()
+    metrics.cloud_budget_used.set(budget.used)
+    metrics.cloud_budget_limit.set(budget.limit)
     body = gateway.metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
