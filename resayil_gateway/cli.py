@@ -104,6 +104,9 @@ def build_cli(pm: pluggy.PluginManager | None) -> click.Group:
     cli.add_command(credits)
     cli.add_command(ledger)
     cli.add_command(plugins)
+    from .cloud_commands import cloud  # imports this module's helpers: loaded once they exist
+
+    cli.add_command(cloud)
     if pm is not None:
         pm.hook.register_commands(cli=cli)
     return cli
