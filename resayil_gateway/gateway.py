@@ -204,6 +204,7 @@ class Gateway:
             await self.keys.flush_usage()
         with contextlib.suppress(Exception):
             await self.admission.close()
+        with contextlib.suppress(Exception):
             await self.state.close()
         await self.store.dispose()
 

@@ -93,10 +93,6 @@ class LocalAdmission(Admission):
 
     async def depth(self, backend: str) -> int:
         """Requests waiting for or running on ``backend``."""
-        return self.depth_now(backend)
-
-    def depth_now(self, backend: str) -> int:
-        """The same as :meth:`depth`, without awaiting (in memory)."""
         line = self._lines.get(backend)
         return line.depth if line else 0
 
