@@ -53,7 +53,7 @@ async def test_many_workers_racing_never_pass_the_limit_and_alert_exactly_once(m
     results = await asyncio.gather(*(workers[i % 3].cloud_budget.try_spend() for i in range(120)))
     assert results.count(True) == 50 if workers[0].state.shared else results.count(True) >= 50
     if workers[0].state.shared:  # one counter for all three workers
-        assert log.named("cloud.") == ["cloud.budget_warning", "cloud.budget_exhausted"]
+        assert sorted(log.named("cloud.")) == ["cloud.budget_exhausted", "cloud.budget_warning"]  # racing: any order
         status = await workers[1].cloud_budget.status()
         assert (status.used, status.limit, status.state) == (50, 50, "exhausted")
     warning = next(event for event in log.events if event.name == "cloud.budget_warning")
