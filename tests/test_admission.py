@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from resayil_gateway.errors import ServiceUnavailable
 from resayil_gateway.routing.admission import Admission, LocalAdmission, QueueWaitExceeded
 from resayil_gateway.routing.admission_redis import RedisAdmission
 from resayil_gateway.state import RedisState
@@ -238,3 +239,16 @@ async def test_uncontended_acquire_and_release_are_one_redis_round_trip_each(
     async with admission.slot(BACKEND):
         assert calls == ["EVALSHA"]
     assert calls == ["EVALSHA", "EVALSHA"]
+
+
+async def test_an_unreachable_redis_is_a_503_to_retry_not_a_backend_failure() -> None:
+    state = RedisState("redis://127.0.0.1:1/0", uuid.uuid4().hex, "unreachable")
+    admission = RedisAdmission(state)
+    admission.configure(BACKEND, 1)
+    try:
+        with pytest.raises(ServiceUnavailable) as refused:
+            async with admission.slot(BACKEND):
+                pass
+        assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "2"
+    finally:
+        await state.close()

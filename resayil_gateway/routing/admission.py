@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import NoCapacity
+from ..errors import NoCapacity, ServiceUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -34,6 +34,11 @@ def queue_wait_exceeded(timeout: float) -> QueueWaitExceeded:
         "The model server is busy. Please retry shortly.",
         headers={"Retry-After": str(max(1, int(timeout // 10)))},
     )
+
+
+def state_unavailable() -> ServiceUnavailable:
+    """The error for a request the shared state (Redis) could not admit or count."""
+    return ServiceUnavailable("The service is temporarily unavailable. Please retry.", headers={"Retry-After": "2"})
 
 
 class Admission(ABC):

@@ -21,7 +21,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from .admission import Admission, queue_wait_exceeded
+from redis.exceptions import RedisError
+
+from .admission import Admission, queue_wait_exceeded, state_unavailable
 
 if TYPE_CHECKING:
     from ..state import RedisState
@@ -159,7 +161,10 @@ class RedisAdmission(Admission):
         return [self.limits.get(backend, 1), self.lease_ms, self.state.channel, *extra]
 
     async def _run(self, script: Any, backend: str, *extra: Any) -> Any:
-        return await script(keys=self._line_keys(backend), args=self._args(backend, *extra))
+        try:
+            return await script(keys=self._line_keys(backend), args=self._args(backend, *extra))
+        except RedisError as exc:  # our own state is down: a 503 to retry, never blamed on the backend
+            raise state_unavailable() from exc
 
     @asynccontextmanager
     async def slot(self, backend: str, priority: int = 0, timeout: float = 30.0) -> AsyncIterator[None]:

@@ -15,8 +15,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from redis.exceptions import RedisError
+
 from ..domain import Event
 from ..errors import NoCapacity
+from .admission import state_unavailable
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -193,7 +196,10 @@ class RedisCloudBudget(CloudBudget):
         return self.state.key("cloud_budget", day)
 
     async def _spend(self, day: str) -> tuple[bool, int]:
-        spent, used = await self._spend_script(keys=[self._key(day)], args=[self.limit, _KEY_TTL_S])
+        try:
+            spent, used = await self._spend_script(keys=[self._key(day)], args=[self.limit, _KEY_TTL_S])
+        except RedisError as exc:
+            raise state_unavailable() from exc
         return bool(spent), int(used)
 
     async def _used(self, day: str) -> int:
