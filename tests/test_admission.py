@@ -66,7 +66,7 @@ async def workers(request: Any) -> AsyncIterator[Workers]:
         # poll_s is long: waiters must be woken by the release's message, not by polling
         state = RedisState(REDIS_URL, uuid.uuid4().hex, prefix)
         await state.start()
-        admission = RedisAdmission(state, lease_s=lease_s, poll_s=poll_s)
+        admission = RedisAdmission(state, lease_s=lease_s, poll_s=poll_s, depth_max_age_s=0)  # exact depths
         admission.configure(BACKEND, 1)
         if renew:
             await admission.start()
@@ -252,3 +252,26 @@ async def test_an_unreachable_redis_is_a_503_to_retry_not_a_backend_failure() ->
         assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "2"
     finally:
         await state.close()
+
+
+async def test_a_busy_worker_reads_the_depth_from_its_latest_script_reply(workers: Workers, monkeypatch: Any) -> None:
+    if isinstance(workers.first, LocalAdmission):
+        pytest.skip("no Redis in-process")
+    admission = workers.first
+    assert isinstance(admission, RedisAdmission)
+    admission.depth_max_age_s = 60
+    async with admission.slot(BACKEND):  # loads the scripts once
+        pass
+    redis = admission.state.redis
+    calls: list[str] = []
+    original = redis.execute_command
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(str(args[0]))
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(redis, "execute_command", counting)
+    async with admission.slot(BACKEND):
+        assert await admission.depth(BACKEND) == 1
+    assert await admission.depth(BACKEND) == 0
+    assert calls == ["EVALSHA", "EVALSHA"]  # acquire and release; both depths came with their replies

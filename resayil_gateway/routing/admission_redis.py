@@ -125,8 +125,12 @@ return depth()
 class RedisAdmission(Admission):
     """The waiting line of every worker, in Redis; ``max_concurrency`` holds for all workers together."""
 
-    def __init__(self, state: RedisState, *, lease_s: float = 10.0, poll_s: float = 1.0) -> None:
+    def __init__(
+        self, state: RedisState, *, lease_s: float = 10.0, poll_s: float = 1.0, depth_max_age_s: float = 0.05
+    ) -> None:
         super().__init__()
+        self.depth_max_age_s = depth_max_age_s
+        self._seen: dict[str, tuple[float, int]] = {}  # backend → (loop time, depth) from the latest script reply
         self.state = state
         self.lease_ms = max(1, int(lease_s * 1000))
         self.renew_every = lease_s / 3
@@ -190,7 +194,8 @@ class RedisAdmission(Admission):
         # Registered before the script runs: a grant published before its reply is read is not missed.
         grant = self._grants[ticket] = loop.create_future()
         try:
-            granted, _ = await self._run(self._acquire, backend, ticket, priority)
+            granted, depth = await self._run(self._acquire, backend, ticket, priority)
+            self._saw(backend, depth)
             if granted:
                 return
             deadline = loop.time() + timeout
@@ -220,7 +225,9 @@ class RedisAdmission(Admission):
 
     async def _give_back(self, script: Any, backend: str, ticket: str) -> None:
         try:
-            await self._run(script, backend, ticket)
+            reply = await self._run(script, backend, ticket)
+            if script is self._release:
+                self._saw(backend, reply)
         except Exception:
             log.exception("could not give back queue ticket %s on %s; its lease will expire", ticket, backend)
 
@@ -232,9 +239,19 @@ class RedisAdmission(Admission):
 
     # -- observing ----------------------------------------------------------------------------------------
 
+    def _saw(self, backend: str, depth: int) -> None:
+        self._seen[backend] = (asyncio.get_running_loop().time(), int(depth))
+
     async def depth(self, backend: str) -> int:
-        """Requests waiting for or running on ``backend`` in every worker (one round trip)."""
-        return int(await self._run(self._depth, backend))
+        """Requests waiting for or running on ``backend`` in every worker: what this worker's latest script
+        reply said if it is younger than ``depth_max_age_s`` (busy workers read it for free), otherwise one
+        round trip."""
+        seen = self._seen.get(backend)
+        if seen is not None and asyncio.get_running_loop().time() - seen[0] < self.depth_max_age_s:
+            return seen[1]
+        depth = int(await self._run(self._depth, backend))
+        self._saw(backend, depth)
+        return depth
 
     def running(self, backend: str) -> int:
         """Requests this process runs on ``backend`` now."""
