@@ -253,7 +253,8 @@ async def test_failover_reads_the_queue_depth_of_every_worker(
     if stack != "postgres":
         pytest.skip("one process: there is no other worker")
     busy = make_gateway(plugins=[FakeBackendPlugin(local_backend(), cloud_backend())], overrides=OVERRIDES)
-    await busy.start_services()
+    await busy.state.start()
+    await busy.admission.start()
     line = Line(busy)
     await line.fill(4)
     try:

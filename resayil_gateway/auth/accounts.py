@@ -11,13 +11,19 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..domain import Event
+from ..store.audit import record_audit
 from ..store.tables import accounts, balances, subscriptions
 from .emails import normalize_email
 from .passwords import hash_password, verify_password
 from .phones import normalize_phone
 
 if TYPE_CHECKING:
-    from ..gateway import Gateway
+    from ..billing.ledger import Ledger
+    from ..clock import Clock
+    from ..config import Settings
+    from ..domain import Emit
+    from ..store import Store
+    from .account_changes import AccountChanges
 
 ROLES = ("user", "admin")
 
@@ -73,8 +79,15 @@ def _account(row: Any) -> Account:
 class AccountService:
     """Creates and reads accounts; every change commits with its balance row and emits an event."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(
+        self, store: Store, clock: Clock, settings: Settings, ledger: Ledger, changes: AccountChanges, emit: Emit
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._settings = settings
+        self._ledger = ledger
+        self._changes = changes
+        self._emit = emit
 
     async def create(
         self,
@@ -101,10 +114,9 @@ class AccountService:
             raise AccountError(str(exc), "password") from None
         if role not in ROLES:
             raise AccountError(f"role must be one of {', '.join(ROLES)}", "role")
-        now = self.gateway.clock.now()
-        store = self.gateway.store
+        now = self._clock.now()
         try:
-            async with store.begin() as conn:
+            async with self._store.begin() as conn:
                 taken = await conn.execute(
                     select(accounts.c.email, accounts.c.phone).where(
                         or_(accounts.c.email == email, accounts.c.phone == phone)
@@ -131,9 +143,9 @@ class AccountService:
                 await conn.execute(insert(balances).values(account_id=account.id))
         except IntegrityError:
             raise AccountError("email or phone is already registered", "email") from None
-        signup = self.gateway.settings.billing.signup_credits
+        signup = self._settings.billing.signup_credits
         if signup:
-            await self.gateway.ledger.grant(
+            await self._ledger.grant(
                 account.id,
                 signup,
                 bucket="topup",
@@ -141,7 +153,7 @@ class AccountService:
                 reason="signup",
                 actor="system",
             )
-        await self.gateway.emit(
+        await self._emit(
             Event(
                 "account.created",
                 {"email": email, "role": role},
@@ -153,7 +165,7 @@ class AccountService:
 
     async def get(self, account_id: int) -> Account | None:
         """The account with this id, or None."""
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             row = (await conn.execute(select(*_COLUMNS).where(accounts.c.id == account_id))).first()
         return _account(row) if row else None
 
@@ -167,7 +179,7 @@ class AccountService:
                 condition = accounts.c.phone == normalize_phone(text)
             except ValueError:
                 return None
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             row = (await conn.execute(select(*_COLUMNS).where(condition))).first()
         return _account(row) if row else None
 
@@ -187,7 +199,7 @@ class AccountService:
                 condition = accounts.c.phone == normalize_phone(text)
             except ValueError:
                 return None
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             row = (await conn.execute(select(*_COLUMNS, accounts.c.password_hash).where(condition))).first()
         if row is None or not verify_password(row.password_hash, password):
             return None
@@ -206,21 +218,21 @@ class AccountService:
                     func.lower(accounts.c.name).like(pattern),
                 )
             )
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             return [_account(row) for row in await conn.execute(query)]
 
     async def set_status(self, account_id: int, status: str, actor: str) -> None:
         """Disable or re-enable an account; its keys stop working on the next request."""
         if status not in ("active", "disabled"):
             raise AccountError("status must be active or disabled", "status")
-        async with self.gateway.store.begin() as conn:
+        async with self._store.begin() as conn:
             await conn.execute(update(accounts).where(accounts.c.id == account_id).values(status=status))
-            await self.gateway.audit(conn, actor, f"account.{status}", f"account:{account_id}")
-        await self.gateway.keys.invalidate_account(account_id)
+            await record_audit(conn, self._clock.now(), actor, f"account.{status}", f"account:{account_id}")
+        await self._changes.announce(account_id)
 
     async def plan_of(self, account_id: int) -> tuple[str, datetime | None]:
         """The plan whose rules apply now and when it ends (None for the default plan)."""
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             row = (
                 await conn.execute(
                     select(subscriptions.c.plan, subscriptions.c.period_end).where(
@@ -228,7 +240,7 @@ class AccountService:
                     )
                 )
             ).first()
-        return effective_plan(row, self.gateway.clock.now(), self.gateway.settings.plans)
+        return effective_plan(row, self._clock.now(), self._settings.plans)
 
 
 def effective_plan(row: Any, now: datetime, plans: Any) -> tuple[str, datetime | None]:

@@ -14,13 +14,19 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..domain import Event
+from ..store.audit import record_audit
 from ..store.tables import balances, subscriptions
 from .ledger import Entry, LedgerError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from ..gateway import Gateway
+    from ..auth.account_changes import AccountChanges
+    from ..clock import Clock
+    from ..config import Settings
+    from ..domain import Emit
+    from ..store import Store
+    from .ledger import Ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,110 +46,133 @@ class PlanActivation:
         return self.entry.replayed
 
 
-async def activate_plan(
-    gateway: Gateway,
-    account_id: int,
-    plan_id: str,
-    *,
-    ref: str,
-    actor: str,
-    period: timedelta | None = None,
-    conn: AsyncConnection | None = None,
-) -> PlanActivation:
-    """Activate (or extend) ``plan_id`` for the account and grant its credits; idempotent on ``ref``.
+class PlanService:
+    """Activates, extends and switches plans; what other processes see happens after the commit."""
 
-    Pass ``conn`` to make it part of a larger transaction (an order's fulfilment).
-    """
-    if conn is None:
-        async with gateway.store.begin() as own:
-            result = await activate_plan(gateway, account_id, plan_id, ref=ref, actor=actor, period=period, conn=own)
-    else:
-        result = await _activate(gateway, conn, account_id, plan_id, ref, actor, period)
-    return result
+    def __init__(
+        self, store: Store, clock: Clock, settings: Settings, ledger: Ledger, changes: AccountChanges, emit: Emit
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._settings = settings
+        self._ledger = ledger
+        self._changes = changes
+        self._emit = emit
 
+    async def activate(
+        self,
+        account_id: int,
+        plan_id: str,
+        *,
+        ref: str,
+        actor: str,
+        period: timedelta | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> PlanActivation:
+        """Activate (or extend) ``plan_id`` for the account and grant its credits; idempotent on ``ref``.
 
-async def _activate(
-    gateway: Gateway,
-    conn: AsyncConnection,
-    account_id: int,
-    plan_id: str,
-    ref: str,
-    actor: str,
-    period: timedelta | None,
-) -> PlanActivation:
-    plan = gateway.settings.plans.get(plan_id)
-    if plan is None:
-        raise LedgerError(f"unknown plan {plan_id!r}")
-    locked = await conn.execute(
-        select(balances.c.account_id).where(balances.c.account_id == account_id).with_for_update()
-    )
-    if locked.first() is None:
-        raise LedgerError(f"no account with id {account_id}")
-    current = (
-        await conn.execute(
-            select(subscriptions.c.plan, subscriptions.c.period_start, subscriptions.c.period_end).where(
-                subscriptions.c.account_id == account_id
+        Pass ``conn`` to make it part of a larger transaction (an order's fulfilment); then call
+        :meth:`announce` with the result once that transaction has committed.
+        """
+        if conn is not None:
+            return await self._activate(conn, account_id, plan_id, ref, actor, period)
+        async with self._store.begin() as own:
+            activation = await self._activate(own, account_id, plan_id, ref, actor, period)
+        await self.announce(activation)
+        return activation
+
+    async def announce(self, activation: PlanActivation) -> None:
+        """After the commit: every worker drops its cached callers of the account; ``plan.activated`` is
+        emitted (nothing for a replayed reference)."""
+        if activation.replayed:
+            return
+        await self._changes.announce(activation.account_id)
+        await self._emit(
+            Event(
+                "plan.activated",
+                {
+                    "plan": activation.plan,
+                    "period_end": activation.period_end.isoformat(),
+                    "credits": activation.credits,
+                },
+                activation.account_id,
+                key=f"plan:{activation.entry.ref}",
             )
         )
-    ).first()
-    existing = await gateway.ledger.by_ref(ref, conn)
-    if existing is not None and current is not None:
-        return PlanActivation(
-            account_id, current.plan, current.period_start, current.period_end, existing.delta, existing
+
+    async def _activate(
+        self,
+        conn: AsyncConnection,
+        account_id: int,
+        plan_id: str,
+        ref: str,
+        actor: str,
+        period: timedelta | None,
+    ) -> PlanActivation:
+        plan = self._settings.plans.get(plan_id)
+        if plan is None:
+            raise LedgerError(f"unknown plan {plan_id!r}")
+        locked = await conn.execute(
+            select(balances.c.account_id).where(balances.c.account_id == account_id).with_for_update()
         )
-    now = gateway.clock.now()
-    length = period or timedelta(days=plan.period_days)
-    if current is not None and current.plan == plan_id and current.period_end > now:
-        start, end = current.period_start, current.period_end + length
-    else:
-        start, end = now, now + length
-    entry = await gateway.ledger.grant(
-        account_id,
-        plan.credits,
-        bucket="plan",
-        ref=ref,
-        reason="plan_grant",
-        actor=actor,
-        expires_at=end,
-        memo=f"{plan_id} until {end.date().isoformat()}",
-        conn=conn,
-    )
-    dialect = sqlite if gateway.store.is_sqlite else postgresql
-    values = {
-        "account_id": account_id,
-        "plan": plan_id,
-        "period_start": start,
-        "period_end": end,
-        "updated_at": now,
-    }
-    upsert = dialect.insert(subscriptions).values(**values)
-    await conn.execute(
-        upsert.on_conflict_do_update(
-            index_elements=[subscriptions.c.account_id],
-            set_={
-                "plan": plan_id,
-                "period_start": start,
-                "period_end": end,
-                "updated_at": now,
-                "reminded_for": None,
-            },
-        )
-    )
-    await gateway.audit(
-        conn,
-        actor,
-        "plan.activated",
-        f"account:{account_id}",
-        {"plan": plan_id, "period_end": end.isoformat(), "ref": ref},
-    )
-    activation = PlanActivation(account_id, plan_id, start, end, plan.credits, entry)
-    await gateway.keys.invalidate_account(account_id)
-    await gateway.emit(
-        Event(
-            "plan.activated",
-            {"plan": plan_id, "period_end": end.isoformat(), "credits": plan.credits},
+        if locked.first() is None:
+            raise LedgerError(f"no account with id {account_id}")
+        current = (
+            await conn.execute(
+                select(subscriptions.c.plan, subscriptions.c.period_start, subscriptions.c.period_end).where(
+                    subscriptions.c.account_id == account_id
+                )
+            )
+        ).first()
+        existing = await self._ledger.by_ref(ref, conn)
+        if existing is not None and current is not None:
+            return PlanActivation(
+                account_id, current.plan, current.period_start, current.period_end, existing.delta, existing
+            )
+        now = self._clock.now()
+        length = period or timedelta(days=plan.period_days)
+        if current is not None and current.plan == plan_id and current.period_end > now:
+            start, end = current.period_start, current.period_end + length
+        else:
+            start, end = now, now + length
+        entry = await self._ledger.grant(
             account_id,
-            key=f"plan:{ref}",
+            plan.credits,
+            bucket="plan",
+            ref=ref,
+            reason="plan_grant",
+            actor=actor,
+            expires_at=end,
+            memo=f"{plan_id} until {end.date().isoformat()}",
+            conn=conn,
         )
-    )
-    return activation
+        dialect = sqlite if self._store.is_sqlite else postgresql
+        values = {
+            "account_id": account_id,
+            "plan": plan_id,
+            "period_start": start,
+            "period_end": end,
+            "updated_at": now,
+        }
+        upsert = dialect.insert(subscriptions).values(**values)
+        await conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[subscriptions.c.account_id],
+                set_={
+                    "plan": plan_id,
+                    "period_start": start,
+                    "period_end": end,
+                    "updated_at": now,
+                    "reminded_for": None,
+                },
+            )
+        )
+        await record_audit(
+            conn,
+            now,
+            actor,
+            "plan.activated",
+            f"account:{account_id}",
+            {"plan": plan_id, "period_end": end.isoformat(), "ref": ref},
+        )
+        return PlanActivation(account_id, plan_id, start, end, plan.credits, entry)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from ..plugins import hookimpl
+from ..hookspecs import hookimpl
 from ..routing.failover import cloud_route, home_route, route_by_depth
 
 if TYPE_CHECKING:

@@ -65,11 +65,14 @@ class Admission(ABC):
     def running(self, backend: str) -> int:
         """Requests this process runs on ``backend`` now."""
 
+    async def run(self) -> None:
+        """Background upkeep until cancelled (renewing this process's leases); nothing to do in-process."""
+
     async def start(self) -> None:
-        """Start background work (lease renewal)."""
+        """Run :meth:`run` in a task of its own (for code that has no application's cleanup contexts)."""
 
     async def close(self) -> None:
-        """Stop background work."""
+        """Stop what :meth:`start` started."""
 
 
 @dataclass

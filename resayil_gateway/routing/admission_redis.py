@@ -265,11 +265,12 @@ class RedisAdmission(Admission):
             await self._run(self._renew, backend, *self._tickets.get(backend, ()))
 
     async def start(self) -> None:
-        """Renew leases in the background, every third of a lease."""
+        """Renew leases in a task of its own (the application runs :meth:`run` in a cleanup context)."""
         if self._renewer is None:
-            self._renewer = asyncio.create_task(self._renew_forever(), name="resayil-admission-leases")
+            self._renewer = asyncio.create_task(self.run(), name="resayil-admission-leases")
 
-    async def _renew_forever(self) -> None:
+    async def run(self) -> None:
+        """Renew this process's leases every third of a lease, until cancelled."""
         while True:
             await asyncio.sleep(self.renew_every)
             try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..domain import ModelInfo
 from ..errors import NoCapacity, UpstreamUnavailable
@@ -23,10 +23,37 @@ from .cloud_budget import CloudBudgetExhausted, cloud_budget_exhausted
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ..config import Settings
     from ..domain import Caller
-    from ..gateway import Gateway
+    from .admission import Admission
+    from .catalog import Catalog
+    from .cloud_budget import CloudBudget
 
 FAILOVER_HEADER = "x-resayil-failover"
+
+
+class Gateway(Protocol):
+    """What routing reads from the gateway (``resayil_gateway.gateway.Gateway`` has all of it)."""
+
+    @property
+    def settings(self) -> Settings:
+        """The gateway's settings (``routing``, ``plans``)."""
+
+    @property
+    def backends(self) -> Mapping[str, Backend]:
+        """Registered backends by name."""
+
+    @property
+    def catalog(self) -> Catalog:
+        """The model catalog."""
+
+    @property
+    def admission(self) -> Admission:
+        """The waiting lines, for queue depths."""
+
+    @property
+    def cloud_budget(self) -> CloudBudget:
+        """Today's cloud budget."""
 
 
 @dataclass(frozen=True, slots=True)
