@@ -11,6 +11,7 @@ from typing import Any
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from resayil_gateway.app import create_app
 from resayil_gateway.cli import build_cli
 from resayil_gateway.domain import Event
 from resayil_gateway.gateway import Gateway
@@ -139,3 +140,13 @@ def test_cli_cloud_status_and_reset_which_is_audited(stack_info: Any) -> None:
 
     ((actor, action, detail),) = asyncio.run(audited())
     assert (actor, action, detail) == ("cli", "cloud.budget_reset", {"used_before": used})
+
+
+async def test_metrics_show_todays_cloud_budget(make_gateway: Any, clock: Any, aiohttp_client: Any) -> None:
+    gateway = make_gateway(clock=clock, plugins=[FakeBackendPlugin(cloud_backend(40))])
+    client = await aiohttp_client(create_app(gateway))
+    for _ in range(3):
+        await gateway.cloud_budget.try_spend()
+    text = await (await client.get("/metrics")).text()
+    assert "resayil_cloud_budget_used 3.0" in text
+    assert "resayil_cloud_budget_limit 40.0" in text
