@@ -24,6 +24,7 @@ from .auth.accounts import AccountError
 from .auth.api_keys import KeyRefused
 from .billing.ledger import LedgerError
 from .bootstrap import gateway_from_config
+from .cloud_commands import cloud_group
 from .config import ConfigError
 from .gateway import Gateway
 from .logs import configure_logging
@@ -101,9 +102,7 @@ def build_cli(pm: pluggy.PluginManager | None) -> click.Group:
     cli.add_command(credits)
     cli.add_command(ledger)
     cli.add_command(plugins)
-    from .cloud_commands import cloud  # imports this module's helpers: loaded once they exist
-
-    cli.add_command(cloud)
+    cli.add_command(cloud_group(config_option, run_with_gateway))
     if pm is not None:
         pm.hook.register_commands(cli=cli)
     return cli

@@ -37,7 +37,7 @@ from .config import ConfigError, Settings
 from .domain import Caller, Event, ModelInfo, Usage
 from .hookcalls import all_results, first_result, notify_each
 from .metrics import Metrics
-from .routing.admission import make_admission
+from .routing.admission_setup import make_admission
 from .routing.backends import Backend
 from .routing.catalog import Catalog
 from .routing.cloud_budget import make_cloud_budget

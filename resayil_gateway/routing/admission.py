@@ -3,7 +3,7 @@ own line, higher plan priority first, then first come first served, for at most 
 
 Queue depth (waiting + running) is what failover reads. Two implementations of one interface:
 :class:`LocalAdmission` for one process, :class:`RedisAdmission` for many workers sharing one line per backend
-(see ``admission_redis.py``). :func:`make_admission` picks the one that matches the shared state.
+(``admission_redis.py``). ``admission_setup.make_admission`` picks the one that matches the shared state.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from ..errors import NoCapacity, ServiceUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-    from ..state import SharedState
 
 
 class QueueWaitExceeded(NoCapacity):
@@ -143,14 +141,3 @@ class LocalAdmission(Admission):
                 future.set_result(None)  # the slot passes straight to the next in line
                 return
         line.running -= 1
-
-
-def make_admission(state: SharedState, lease_s: float = 10.0) -> Admission:
-    """One line shared through Redis when the state is Redis, otherwise an in-process line."""
-    from ..state import RedisState
-
-    if isinstance(state, RedisState):
-        from .admission_redis import RedisAdmission
-
-        return RedisAdmission(state, lease_s=lease_s)
-    return LocalAdmission()

@@ -156,8 +156,9 @@ class RedisAdmission(Admission):
     def _line_keys(self, backend: str) -> list[str]:
         keys = self._keys.get(backend)
         if keys is None:
+            tag = "{" + backend + "}"  # one hash slot per line, so the scripts also run on a Redis Cluster
             keys = self._keys[backend] = [
-                self.state.key("queue", backend, part) for part in ("running", "waiting", "leases", "sequence")
+                self.state.key("queue", tag, part) for part in ("running", "waiting", "leases", "sequence")
             ]
         return keys
 
