@@ -13,6 +13,11 @@ from resayil_cloud.settings import CloudSettings
 from resayil_cloud.simulator import SIMULATOR, SIMULATOR_API_KEY, Simulator, start_simulator
 
 
+@pytest.fixture(autouse=True)
+def _mock_http_works(aioresponses_compat: None) -> None:
+    """This suite mocks outbound HTTP with aioresponses: opt in to the core's compatibility shim."""
+
+
 @pytest.fixture
 async def backend() -> AsyncIterator[CloudBackend]:
     """A CloudBackend (Ollama dialect) started against a fake address with a key, without discovery."""

@@ -14,8 +14,8 @@ from resayil_cloud import plugin
 from resayil_cloud.backend import CloudBackend
 from resayil_cloud.settings import CloudSettings
 
+from resayil_gateway.bootstrap import gateway_from_config
 from resayil_gateway.config import ConfigError, load_settings
-from resayil_gateway.gateway import Gateway
 from resayil_gateway.plugins import DEFAULT_PLUGINS, make_plugin_manager
 
 SECTIONS = {"cloud": CloudSettings}
@@ -47,7 +47,7 @@ def test_gateway_built_from_entry_points_registers_the_cloud_backend_when_a_key_
         "RESAYIL_CLOUD__API_KEY": FAKE_KEY,
         "RESAYIL_CLOUD__MAX_CONCURRENCY": "3",
     }
-    gateway = Gateway.build(env=env, blocked=("hello",))
+    gateway = gateway_from_config(env=env, blocked=("hello",))
     backend = gateway.backends["cloud"]
     assert isinstance(backend, CloudBackend)
     assert (backend.kind, backend.max_concurrency, backend.daily_request_budget) == ("cloud", 3, 500)
@@ -55,7 +55,7 @@ def test_gateway_built_from_entry_points_registers_the_cloud_backend_when_a_key_
 
 def test_gateway_without_a_key_has_no_cloud_backend(tmp_path: Path):
     env = {"RESAYIL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'resayil.db'}"}
-    gateway = Gateway.build(env=env, blocked=("hello",))
+    gateway = gateway_from_config(env=env, blocked=("hello",))
     assert "cloud" not in gateway.backends
 
 
