@@ -240,7 +240,7 @@ CORE_CONTEXTS: tuple[Context, ...] = (
     _loop("usage-recorder", lambda gateway: gateway.usage.run(), _flush_usage),
     _loop("key-usage", lambda gateway: gateway.keys.run_usage_flusher(), _flush_key_usage),
     _loop("housekeeping", _housekeeping, _nothing),
-    _loop("queue-leases", lambda gateway: gateway.admission.run(), _nothing),
+    _loop("queue-leases", lambda gateway: gateway.admission.run(), lambda gateway: gateway.admission.drain()),
 )
 
 

@@ -79,6 +79,12 @@ async def workers(request: Any) -> AsyncIterator[Workers]:
         await state.close()
 
 
+async def drain(workers: Workers) -> None:
+    """Wait for the slots given back to be released (Redis releases run in the background)."""
+    for admission in workers:
+        await admission.drain()
+
+
 def configure(workers: Workers, limit: int) -> None:
     for admission in workers:
         admission.configure(BACKEND, limit)
@@ -123,6 +129,7 @@ async def test_max_concurrency_holds_for_all_workers_together_and_depth_counts_b
     )
     release.set()
     await asyncio.gather(*tasks)
+    await drain(workers)
     assert most == 2
     assert await workers.first.depth(BACKEND) == 0
 
@@ -165,6 +172,7 @@ async def test_waiting_longer_than_max_queue_wait_gets_503_with_retry_after(work
     assert await workers.second.depth(BACKEND) == 1
     gate.set()
     await task
+    await drain(workers)
     assert await workers.first.depth(BACKEND) == 0
 
 
@@ -187,6 +195,7 @@ async def test_a_client_that_leaves_gives_its_place_up_at_once(workers: Workers)
     assert await workers.first.depth(BACKEND) == 2  # gone as soon as the cancellation completed
     gate.set()
     await asyncio.gather(first, staying)
+    await drain(workers)
     assert entered == ["staying"]
     assert await workers.first.depth(BACKEND) == 0
 
@@ -227,6 +236,7 @@ async def test_uncontended_acquire_and_release_are_one_redis_round_trip_each(
     assert isinstance(admission, RedisAdmission)
     async with admission.slot(BACKEND):  # loads the scripts once
         pass
+    await admission.drain()
     redis = admission.state.redis
     calls: list[str] = []
     original = redis.execute_command
@@ -238,6 +248,7 @@ async def test_uncontended_acquire_and_release_are_one_redis_round_trip_each(
     monkeypatch.setattr(redis, "execute_command", counting)
     async with admission.slot(BACKEND):
         assert calls == ["EVALSHA"]
+    await admission.drain()
     assert calls == ["EVALSHA", "EVALSHA"]
 
 
@@ -262,6 +273,7 @@ async def test_a_busy_worker_reads_the_depth_from_its_latest_script_reply(worker
     admission.depth_max_age_s = 60
     async with admission.slot(BACKEND):  # loads the scripts once
         pass
+    await admission.drain()
     redis = admission.state.redis
     calls: list[str] = []
     original = redis.execute_command
@@ -273,5 +285,6 @@ async def test_a_busy_worker_reads_the_depth_from_its_latest_script_reply(worker
     monkeypatch.setattr(redis, "execute_command", counting)
     async with admission.slot(BACKEND):
         assert await admission.depth(BACKEND) == 1
+    await admission.drain()
     assert await admission.depth(BACKEND) == 0
     assert calls == ["EVALSHA", "EVALSHA"]  # acquire and release; both depths came with their replies

@@ -89,6 +89,7 @@ class Line:
     async def drain(self) -> None:
         self.gate.set()
         await asyncio.gather(*self.tasks)
+        await self.gateway.admission.drain()
 
 
 @pytest.fixture

@@ -66,6 +66,9 @@ class Admission(ABC):
     async def run(self) -> None:
         """Background upkeep until cancelled (renewing this process's leases); nothing to do in-process."""
 
+    async def drain(self) -> None:
+        """Wait until every slot given back is released (Redis releases run in the background)."""
+
     async def start(self) -> None:
         """Run :meth:`run` in a task of its own (for code that has no application's cleanup contexts)."""
 

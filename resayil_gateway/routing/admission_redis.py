@@ -8,7 +8,8 @@ before it looks at the line, so nothing it held survives its lease.
 
 Freed slots are handed straight to the head of the line inside the script that frees them, which publishes
 the grant on the shared broadcast channel; the waiting worker wakes at once (with a bounded fallback poll
-in case a message is lost). The uncontended path is one round trip to acquire and one to release.
+in case a message is lost). The uncontended path is one round trip to acquire and one to release; the
+release runs in the background so that the response does not wait for it.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ class RedisAdmission(Admission):
         self._held: dict[str, int] = {}
         self._grants: dict[str, asyncio.Future[None]] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._releasing: set[asyncio.Future[None]] = set()
         redis = state.redis
         self._acquire = redis.register_script(_PRELUDE + _ACQUIRE)
         self._release = redis.register_script(_PRELUDE + _RELEASE)
@@ -188,7 +190,10 @@ class RedisAdmission(Admission):
         finally:
             self._held[backend] -= 1
             tickets.discard(ticket)
-            await asyncio.shield(self._give_back(self._release, backend, ticket))
+            # Released in the background: the response does not wait for Redis (``drain`` waits for it).
+            releasing = asyncio.ensure_future(self._give_back(self._release, backend, ticket))
+            self._releasing.add(releasing)
+            releasing.add_done_callback(self._releasing.discard)
 
     async def _enter(self, backend: str, ticket: str, priority: int, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -279,8 +284,14 @@ class RedisAdmission(Admission):
             except Exception:
                 log.exception("renewing queue leases failed; retrying in %.1f s", self.renew_every)
 
+    async def drain(self) -> None:
+        """Wait until every slot this process gave back is released in Redis."""
+        while self._releasing:
+            await asyncio.gather(*list(self._releasing), return_exceptions=True)
+
     async def close(self) -> None:
-        """Stop renewing (any slot still held then expires with its lease)."""
+        """Finish releases, stop renewing (any slot still held then expires with its lease)."""
+        await self.drain()
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
