@@ -142,7 +142,13 @@ async def _hot_pool(app: web.Application) -> AsyncIterator[None]:
     """The request path's own PostgreSQL connections: closed once every charge in flight has settled."""
     gateway = app[GATEWAY]
     yield
-    await gateway.drain()
+    cancelled = await gateway.tasks.drain(timeout=gateway.settings.gateway.shutdown_timeout_s)
+    if cancelled:
+        log.error(
+            "stopped with %d charge(s) unsettled (the store did not come back); their holds are released when "
+            "their leases run out",
+            cancelled,
+        )
     await gateway.ledger.close()
     await gateway.store.close_hot()
 

@@ -33,6 +33,7 @@ from .plugins import PluginError, make_plugin_manager, plugin_list
 from .store import upgrade
 
 T = TypeVar("T")
+HOLD_SWEEP_GRACE_S = 60  # housekeeping runs every 30 s: a hold past its lease longer than this is stuck
 
 config_option = click.option(
     "--config",
@@ -338,16 +339,25 @@ def ledger() -> None:
 @config_option
 @run_with_gateway
 async def ledger_check(gateway: Gateway) -> None:
-    """Exit 1 when any balance differs from its ledger sum (or its holds)."""
+    """Exit 1 when any balance differs from its ledger sum (or its holds), or a hold is older than its lease
+    allows (credits locked for a request nobody will settle)."""
     problems = await gateway.ledger.check()
     for problem in problems:
         click.echo(
             f"account {problem.account_id}: {problem.field} is {problem.stored}, ledger says {problem.expected}",
             err=True,
         )
-    if problems:
+    # a healthy gateway releases an expired hold within one housekeeping pass
+    overdue = await gateway.ledger.overdue_holds(grace=timedelta(seconds=HOLD_SWEEP_GRACE_S))
+    for hold in overdue:
+        click.echo(
+            f"hold {hold.hold_id} (account {hold.account_id}, {hold.amount} credits) is past its lease since "
+            f"{hold.lease_until.isoformat(timespec='seconds')}",
+            err=True,
+        )
+    if problems or overdue:
         sys.exit(1)
-    click.echo("ledger ok: every balance equals its ledger sum")
+    click.echo("ledger ok: every balance equals its ledger sum and no hold is past its lease")
 
 
 @click.command()
