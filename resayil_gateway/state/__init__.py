@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 log = logging.getLogger("resayil.state")
 
@@ -80,6 +80,24 @@ class LocalState(SharedState):
         """Always reachable."""
 
 
+REDIS_MAX_CONNECTIONS = 512
+REDIS_POOL_WAIT_S = 5.0
+
+
+def redis_client(url: str) -> Redis:
+    """A client whose pool waits (up to ``REDIS_POOL_WAIT_S``) for a free connection when all are busy:
+    redis-py's default pool raises past 100 concurrent commands, which one worker reaches as soon as a few
+    hundred requests are admitted at once (every command holds a connection until its reply)."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_POOL_WAIT_S,
+    )
+    return Redis.from_pool(pool)
+
+
 class RedisState(SharedState):
     """Many workers on many machines, through one Redis."""
 
@@ -88,7 +106,7 @@ class RedisState(SharedState):
         self.channel = self.key("broadcast")
         self.url = url
         self.instance = instance
-        self.redis = Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        self.redis = redis_client(url)
         self._listener: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._alive_until = 0.0
@@ -165,7 +183,7 @@ class RedisState(SharedState):
                 await self._listener
         await self.redis.aclose()
         # a fresh client (opening nothing) so the state can start again, on another event loop
-        self.redis = Redis.from_url(self.url, decode_responses=True, health_check_interval=30)
+        self.redis = redis_client(self.url)
         self._listener = None
         self._ready = asyncio.Event()
         self._alive_until = 0.0
