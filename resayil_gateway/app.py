@@ -185,7 +185,12 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 async def _stale_holds(app: web.Application) -> AsyncIterator[None]:
     """Release holds left by processes that died (every hold, on SQLite: one process owns that file)."""
     gateway = app[GATEWAY]
-    await gateway.ledger.release_stale_holds(everything=gateway.store.is_sqlite)
+    try:
+        await gateway.ledger.release_stale_holds(everything=gateway.store.is_sqlite)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        log.error("could not sweep stale holds at start (%s); housekeeping will", describe_outage(exc))
     yield
 
 

@@ -27,7 +27,7 @@ from .bootstrap import gateway_from_config
 from .cloud_commands import cloud_group
 from .config import ConfigError
 from .gateway import Gateway
-from .logs import configure_logging
+from .logs import configure_logging, redact
 from .outages import describe_outage, is_unavailable
 from .plugins import PluginError, make_plugin_manager, plugin_list
 from .store import upgrade
@@ -45,8 +45,8 @@ config_option = click.option(
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print one line on stderr and exit."""
-    click.echo(f"error: {message}", err=True)
+    """Print one line on stderr, with any secret in it masked, and exit."""
+    click.echo(f"error: {redact(message)}", err=True)
     sys.exit(code)
 
 

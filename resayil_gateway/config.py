@@ -15,9 +15,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from .logs import redact, remember_secrets
 
 ENV_PREFIX = "RESAYIL_"
 SHORT_ALIASES = {
@@ -60,6 +65,10 @@ class GatewaySettings(Section):
     db_hot_pool_size: int = Field(24, ge=1, le=500)
     session_remember_days: int = Field(30, ge=1, le=400)
     session_hours: int = Field(12, ge=1, le=24 * 30)
+    # Slow clients (slow-loris): the whole request head, then the whole body, must arrive within these.
+    header_read_timeout_s: float = Field(10.0, gt=0)
+    body_read_timeout_s: float = Field(60.0, gt=0)
+    keepalive_timeout_s: float = Field(75.0, gt=0)
 
     @field_validator("public_url")
     @classmethod
@@ -84,6 +93,13 @@ class GatewaySettings(Section):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         if value.startswith("postgresql://"):
             value = "postgresql+asyncpg://" + value[len("postgresql://") :]
+        try:
+            url = make_url(value)
+            url.port  # noqa: B018 - parsing is the check; its errors never quote the URL
+        except (ArgumentError, ValueError):
+            raise ValueError("is not a valid database URL (check the host, port and escaping)") from None
+        if url.get_backend_name() == "sqlite" and (url.host or url.username or url.password):
+            raise ValueError("an SQLite URL names only a file, as in sqlite+aiosqlite:///var/resayil.db")
         return value
 
     @field_validator("redis_url")
@@ -91,6 +107,14 @@ class GatewaySettings(Section):
     def _redis_scheme(cls, value: str) -> str:
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be empty or start with redis://, rediss:// or unix://")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - parsing is the check
+        except ValueError:
+            raise ValueError("is not a valid Redis URL (check the host, port and escaping)") from None
+        database = parts.path.strip("/") if parts.scheme != "unix" else ""
+        if database and not database.isdigit():
+            raise ValueError("the database after the host must be a number, as in redis://host:6379/0")
         return value
 
 
@@ -267,6 +291,7 @@ def load_settings(
         raise ConfigError(f"plans.{DEFAULT_PLAN}: the default plan must exist")
     packs = {pid: _validate(PackSettings, body, f"packs.{pid}") for pid, body in raw["packs"].items()}
     plugins = {name: _validate(model, raw.get(name, {}), name) for name, model in plugin_sections.items()}
+    remember_secrets(secret_values([*sections.values(), *plugins.values()]))
     return Settings(
         plans=plans,
         packs=packs,
@@ -291,9 +316,34 @@ def _validate(model: type[Section], body: Any, where: str) -> Any:
         given = first.get("input")
         field = model.model_fields.get(str(first["loc"][0])) if first["loc"] else None
         secret = field is not None and "SecretStr" in str(field.annotation)
-        shown = "" if isinstance(given, dict) or secret else f" (got {given!r})"
+        shown = "" if isinstance(given, dict) or secret else f" (got {redact(repr(given))})"
         message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{key}: {message}{shown}") from None
+
+
+def secret_values(value: Any) -> list[str]:
+    """Every secret a settings object holds: ``SecretStr`` values and passwords inside URLs, at any depth."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, str):
+        return _url_password(value)
+    if isinstance(value, BaseModel):
+        return [secret for name in type(value).model_fields for secret in secret_values(getattr(value, name))]
+    if isinstance(value, Mapping):
+        return [secret for item in value.values() for secret in secret_values(item)]
+    if isinstance(value, tuple | list):
+        return [secret for item in value for secret in secret_values(item)]
+    return []
+
+
+def _url_password(value: str) -> list[str]:
+    if "://" not in value or "@" not in value:
+        return []
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        return []
+    return [unquote(password), password] if password else []
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from .clock import Clock
 from .config import ConfigError, Settings
 from .domain import Caller, Event, ModelInfo, Usage
 from .hookcalls import all_results, first_result, notify_each
+from .logs import remember_secrets
 from .metrics import Metrics
 from .routing.admission_setup import make_admission
 from .routing.backends import Backend
@@ -214,6 +215,7 @@ def resolve_secret(settings: Settings) -> bytes:
             raise ConfigError(f"gateway.secret_key_file: cannot read {path}: {exc.strerror}") from None
         if len(text) < 16:
             raise ConfigError("gateway.secret_key_file: the secret must be at least 16 characters")
+        remember_secrets([text])
         return text.encode()
     if not gateway.database_url.startswith("sqlite"):
         raise ConfigError("gateway.secret_key: required with PostgreSQL (set RESAYIL_SECRET_KEY)")

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
+import sqlalchemy.exc
 from click.testing import CliRunner
 
+from resayil_gateway import hookimpl
 from resayil_gateway.billing import metering
 from resayil_gateway.cli import build_cli
 from resayil_gateway.domain import Caller, ModelInfo, Usage
 from resayil_gateway.plugins import make_plugin_manager
+from resayil_gateway.store.connection_budget import connection_budget
 from resayil_gateway.testing import TEST_SECRET, seed_account
 
 MODEL = ModelInfo("fake-small", "fake", "local", "small")
@@ -115,3 +119,91 @@ def test_store_outages_are_classified_as_unavailable(error):
 
     assert is_unavailable(error)
     assert describe_outage(error)
+
+
+class Refusing:
+    """A plugin whose authentication meets a store that refuses: ``error`` is raised on every request."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @hookimpl
+    def authenticate(self, request, gateway):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
+        asyncpg.exceptions.ObjectNotInPrerequisiteStateError("database is not accepting connections"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+        sqlalchemy.exc.TimeoutError("QueuePool limit reached"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+async def test_a_store_that_refuses_connections_is_a_503_to_retry(gateway_client, error, caplog):
+    client = await gateway_client(Refusing(error))
+    response = await client.get("/v1/models", headers=client.auth)
+    assert response.status == 503
+    assert response.headers["Retry-After"]
+    body = await response.json()
+    assert body["error"]["type"] and "temporarily unavailable" in body["error"]["message"]
+
+
+async def test_a_database_that_stops_existing_is_a_503_and_readyz_says_so(gateway_client, stack):
+    if stack != "postgres":
+        pytest.skip("PostgreSQL refuses a database that does not exist")
+    client = await gateway_client()
+    store = client.gateway.store
+    client.gateway.keys.forget_account(client.account.id)
+    await store.dispose()
+    store.url = store.url.rsplit("/", 1)[0] + "/resayil_no_such_db"  # as if it had been dropped
+    response = await client.get("/v1/models", headers=client.auth)
+    assert response.status == 503
+    assert response.headers["Retry-After"]
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert (await ready.json())["checks"]["database"].startswith("error")
+
+
+async def test_the_connection_budget_says_when_many_workers_would_exhaust_postgresql(gateway, stack):
+    if stack != "postgres":
+        pytest.skip("SQLite has no connection limit")
+    modest = await connection_budget(gateway.store, workers=1)
+    assert modest is not None and modest.fits
+    greedy = await connection_budget(gateway.store, workers=500)
+    assert greedy is not None and not greedy.fits
+    line = greedy.describe(500)
+    assert "500 worker(s)" in line and f"allows {greedy.max_connections}" in line
+    assert "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql+asyncpg://postgres@127.0.0.1:5432/resayil_no_such_db", "the database does not exist"),
+        (
+            "postgresql+asyncpg://no_such_role:secretpw@127.0.0.1:5432/test",
+            "the database refused the user name or password",
+        ),
+        ("postgresql+asyncpg://postgres:secretpw@127.0.0.1:1/test", "the connection was refused"),
+    ],
+    ids=["missing-database", "unknown-user", "unreachable-host"],
+)
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["ledger", "check"], ["users", "list"]])
+def test_every_command_says_in_one_line_why_the_database_cannot_be_used(url, reason, command):
+    env = {
+        "RESAYIL_CONFIG": None,
+        "RESAYIL_LOAD_PLUGINS": None,
+        "RESAYIL_DISABLE_PLUGINS": None,
+        "RESAYIL_DATABASE_URL": url,
+        "RESAYIL_REDIS_URL": "",
+        "RESAYIL_SECRET_KEY": TEST_SECRET,
+    }
+    result = CliRunner().invoke(build_cli(make_plugin_manager(env={})), command, env=env)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == f"error: cannot reach the database or Redis: {reason}"
+    assert "secretpw" not in result.output
