@@ -39,6 +39,7 @@ auth_log = logging.getLogger("resayil.auth")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HOUSEKEEPING_INTERVAL_S = 30.0
+STOP_TIMEOUT_S = 10.0  # the longest one resource may take to stop at shutdown
 Context = Callable[[web.Application], AsyncIterator[None]]
 
 
@@ -137,7 +138,10 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     """The database engines: opened on first use, closed last."""
     store = app[GATEWAY].store
     yield
-    await store.dispose()
+    try:
+        await asyncio.wait_for(store.dispose(), STOP_TIMEOUT_S)
+    except TimeoutError:
+        log.error("the database pools did not close within %.0f s; leaving them", STOP_TIMEOUT_S)
 
 
 async def _hot_pool(app: web.Application) -> AsyncIterator[None]:
@@ -207,10 +211,12 @@ def _loop(
         task: asyncio.Task[None] = asyncio.ensure_future(run(gateway))
         yield
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        # a loop cancelled inside a driver call can take a moment to unwind; never let it hold shutdown
+        done, _ = await asyncio.wait([task], timeout=STOP_TIMEOUT_S)
+        if not done:
+            log.error("background loop %s did not stop within %.0f s; leaving it", name, STOP_TIMEOUT_S)
         with contextlib.suppress(Exception):
-            await finish(gateway)
+            await asyncio.wait_for(finish(gateway), STOP_TIMEOUT_S)
 
     context.__name__ = context.__qualname__ = f"_{name.replace('-', '_')}"
     return context
@@ -255,6 +261,7 @@ CORE_CONTEXTS: tuple[Context, ...] = (
     _loop("key-usage", lambda gateway: gateway.keys.run_usage_flusher(), _flush_key_usage),
     _loop("housekeeping", _housekeeping, _nothing),
     _loop("reconciler", lambda gateway: gateway.orders.run(), _nothing),
+    _loop("queue-leases", lambda gateway: gateway.admission.run(), lambda gateway: gateway.admission.drain()),
 )
 
 

@@ -113,6 +113,10 @@ def build_cli(pm: pluggy.PluginManager | None) -> click.Group:
     from .billing.orders_cli import add_order_commands
 
     add_order_commands(cli, run_with_gateway, config_option)
+
+    from .cloud_commands import cloud_group
+
+    cli.add_command(cloud_group(config_option, run_with_gateway))
     if pm is not None:
         pm.hook.register_commands(cli=cli)
     return cli

@@ -160,6 +160,7 @@ class RoutingSettings(Section):
 
     failover_queue_depth: int = Field(3, ge=0)
     max_queue_wait_s: float = Field(30.0, gt=0)
+    queue_lease_s: float = Field(10.0, gt=0)  # a dead worker's queue slots are freed after this
 
 
 class LimitsSettings(Section):

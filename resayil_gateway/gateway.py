@@ -40,9 +40,10 @@ from .hookcalls import all_results, first_result, notify_each
 from .limits import RateLimiter, make_limiter
 from .logs import remember_secrets
 from .metrics import Metrics
-from .routing.admission import Admission
+from .routing.admission_setup import make_admission
 from .routing.backends import Backend
 from .routing.catalog import Catalog
+from .routing.cloud_budget import make_cloud_budget
 from .state import SharedState, make_state
 from .store import Store
 from .store.audit import record_audit
@@ -101,7 +102,8 @@ class Gateway:
             self.account_changes,
             self.tasks,
         )
-        self.admission = Admission()
+        self.admission = make_admission(self.state, settings.routing.queue_lease_s)
+        self.cloud_budget = make_cloud_budget(self.state, self.clock, self.emit)
         self.backends: dict[str, Backend] = {}
         self.payment_providers: dict[str, Any] = {}
         self.orders = OrderService(
@@ -136,6 +138,8 @@ class Gateway:
             raise ConfigError(f"backend {backend.name!r}: kind must be 'local' or 'cloud'")
         self.backends[backend.name] = backend
         self.admission.configure(backend.name, backend.max_concurrency)
+        if backend.kind == "cloud":
+            self.cloud_budget.configure_from(backend)
 
     # -- hooks the services call -------------------------------------------------------------------------
 
@@ -188,6 +192,9 @@ class Gateway:
             await self.keys.flush_usage()
         with contextlib.suppress(Exception):
             await self.limiter.close()
+        with contextlib.suppress(Exception):
+            await self.admission.close()
+        with contextlib.suppress(Exception):
             await self.state.close()
         await self.store.dispose()
 

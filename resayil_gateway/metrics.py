@@ -55,12 +55,22 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # Depth and budget are read from the shared state at scrape time: every worker reports the same value.
         self.queue_depth = Gauge(
             "resayil_backend_queue_depth",
-            "Requests waiting for or running on a backend",
+            "Requests waiting for or running on a backend, in all workers",
             ["backend"],
             registry=r,
-            multiprocess_mode="livesum",
+            multiprocess_mode="livemax",
+        )
+        self.cloud_budget_used = Gauge(
+            "resayil_cloud_budget_used",
+            "Requests sent to the cloud today (Asia/Kuwait day)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.cloud_budget_limit = Gauge(
+            "resayil_cloud_budget_limit", "Daily cloud request budget", registry=r, multiprocess_mode="livemax"
         )
         self.upstream_errors = Counter(
             "resayil_upstream_errors", "Errors from backends", ["backend", "code"], registry=r

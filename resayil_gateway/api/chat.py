@@ -8,13 +8,14 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import orjson
 from aiohttp import web
 
 from ..billing.metering import Meter
-from ..domain import Caller, ChatDelta, ChatRequest, ModelInfo, Usage
+from ..domain import Caller, ChatDelta, ChatRequest, EmbeddingRequest, ModelInfo, Usage
 from ..errors import (
     AuthenticationFailed,
     BackendError,
@@ -26,6 +27,7 @@ from ..errors import (
 from ..hookcalls import first_result
 from ..routing.backends import Route
 from ..routing.catalog import route_allowed
+from ..routing.failover import confirm_route, prefer_from_headers, route_after_refusal
 from ..web_keys import GATEWAY, MODEL, REQUEST_ID
 from .openai_format import DONE, ChunkEncoder, completion_body, embeddings_body, error_event
 from .parsing import parse_chat_request, parse_embedding_request, read_json
@@ -66,9 +68,12 @@ async def resolve_model(gateway: Gateway, caller: Caller, name: str) -> ModelInf
     return model
 
 
-async def choose_route(gateway: Gateway, caller: Caller, chat: ChatRequest, model: ModelInfo) -> Route:
+async def choose_route(
+    gateway: Gateway, caller: Caller, chat: ChatRequest | EmbeddingRequest, model: ModelInfo
+) -> Route:
     """Where the request runs, from the first ``choose_backend`` hook that answers; 503 when none can or the
-    answer would run a restricted model or one outside the caller's plan."""
+    answer would run a restricted model or one outside the caller's plan. Embedding requests come through
+    here too (``chat_request`` is then the ``EmbeddingRequest``)."""
     route = await first_result(
         gateway.pm.hook.choose_backend, caller=caller, chat_request=chat, model=model, gateway=gateway
     )
@@ -96,28 +101,55 @@ def _route_headers(route: Route, headers: dict[str, str]) -> dict[str, str]:
 async def _caller_and_body(request: web.Request) -> tuple[Gateway, Caller, dict[str, Any]]:
     gateway = request.app[GATEWAY]
     caller = await authenticate(request, gateway)
+    prefer_from_headers(request.headers)
     return gateway, caller, await read_json(request, gateway.settings.gateway.max_body_bytes)
 
 
 async def _admitted(
-    gateway: Gateway, caller: Caller, route: Route, meter: Meter, call: Callable[[], Awaitable[T]]
-) -> T:
-    """Run a whole (non-streamed) backend call in one of the backend's slots; any failure releases the hold
-    and reaches the client as an OpenAI error."""
-    backend = route.backend
+    gateway: Gateway, caller: Caller, route: Route, meter: Meter, call: Callable[[Route], Awaitable[T]]
+) -> tuple[Route, T]:
+    """Run a whole (non-streamed) backend call in one of the backend's slots, on the cloud once more if the
+    local backend refused it before output; any failure releases the hold and reaches the client as an
+    OpenAI error. Returns the route it ran on and the result."""
     try:
-        async with gateway.admission.slot(
-            backend.name, _priority(gateway, caller), gateway.settings.routing.max_queue_wait_s
-        ):
-            in_flight = gateway.metrics.child(gateway.metrics.in_flight, backend.name)
-            in_flight.inc()
+        while True:
+            meter.backend = route.backend.name
             try:
-                return await call()
-            finally:
-                in_flight.dec()
+                async with _slot(gateway, caller, route):
+                    return route, await _in_flight(gateway, route, call)
+            except (BackendError, OSError) as exc:
+                retry = await route_after_refusal(gateway, caller, route, exc)
+                if retry is None:
+                    raise
+                route = retry
     except BaseException as exc:
         await _fail(gateway, meter, route, exc)
         _reraise(exc)
+
+
+async def _confirmed(gateway: Gateway, meter: Meter, route: Route) -> Route:
+    """The route after spending today's cloud budget for it (see ``confirm_route``); a refusal releases the
+    hold."""
+    try:
+        return await confirm_route(gateway, route)
+    except BaseException as exc:
+        await _fail(gateway, meter, route, exc)
+        raise
+
+
+def _slot(gateway: Gateway, caller: Caller, route: Route) -> AbstractAsyncContextManager[None]:
+    return gateway.admission.slot(
+        route.backend.name, _priority(gateway, caller), gateway.settings.routing.max_queue_wait_s
+    )
+
+
+async def _in_flight(gateway: Gateway, route: Route, call: Callable[[Route], Awaitable[T]]) -> T:
+    in_flight = gateway.metrics.child(gateway.metrics.in_flight, route.backend.name)
+    in_flight.inc()
+    try:
+        return await call(route)
+    finally:
+        in_flight.dec()
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -129,6 +161,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     route = await choose_route(gateway, caller, chat, model)
     meter = gateway.metering.meter(caller, model, route.backend.name, request[REQUEST_ID], "chat", chat.stream)
     await meter.reserve(chat.estimated_prompt_tokens(), chat.max_tokens)
+    route = await _confirmed(gateway, meter, route)
     if chat.stream:
         return await _stream(request, gateway, caller, chat, route, meter)
     return await _whole(request, gateway, caller, chat, route, meter)
@@ -137,7 +170,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def _whole(
     request: web.Request, gateway: Gateway, caller: Caller, chat: ChatRequest, route: Route, meter: Meter
 ) -> web.StreamResponse:
-    result = await _admitted(gateway, caller, route, meter, lambda: route.backend.chat(chat, route.upstream_model))
+    route, result = await _admitted(gateway, caller, route, meter, lambda on: on.backend.chat(chat, on.upstream_model))
     created = int(time.time())
     payload = orjson.dumps(completion_body(f"chatcmpl-{request[REQUEST_ID]}", created, route.model.id, result))
     meter.finish_later(result.usage, 200)
@@ -148,14 +181,13 @@ async def _stream(
     request: web.Request, gateway: Gateway, caller: Caller, chat: ChatRequest, route: Route, meter: Meter
 ) -> web.StreamResponse:
     backend = route.backend
+    meter.backend = backend.name
     encoder = ChunkEncoder(f"chatcmpl-{request[REQUEST_ID]}", int(time.time()), route.model.id, chat.include_usage)
     produced = _Produced(chat.estimated_prompt_tokens())
     response: web.StreamResponse | None = None
     deltas: AsyncIterator[ChatDelta] | None = None
     try:
-        async with gateway.admission.slot(
-            backend.name, _priority(gateway, caller), gateway.settings.routing.max_queue_wait_s
-        ):
+        async with _slot(gateway, caller, route):
             in_flight = gateway.metrics.child(gateway.metrics.in_flight, backend.name)
             in_flight.inc()
             try:
@@ -182,6 +214,9 @@ async def _stream(
                     await _close(deltas)
     except BaseException as exc:
         if response is None:
+            retry = await route_after_refusal(gateway, caller, route, exc)
+            if retry is not None:  # the local backend refused before any output: once more, in the cloud
+                return await _stream(request, gateway, caller, chat, retry, meter)
             await _fail(gateway, meter, route, exc)
             _reraise(exc)
         # Output was produced: charge it, and tell a still-connected client the stream broke.
@@ -275,13 +310,13 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     embed = parse_embedding_request(body)
     model = await resolve_model(gateway, caller, embed.model)
     request[MODEL] = model.id
-    backend = gateway.backends.get(model.backend)
-    if backend is None:
-        raise NoCapacity("No backend can serve this model right now.", headers={"Retry-After": "5"})
-    route = Route(backend, model.name_upstream, model)
-    meter = gateway.metering.meter(caller, model, backend.name, request[REQUEST_ID], "embeddings", False)
+    route = await choose_route(gateway, caller, embed, model)
+    meter = gateway.metering.meter(caller, model, route.backend.name, request[REQUEST_ID], "embeddings", False)
     await meter.reserve(embed.estimated_prompt_tokens(), 0)
-    result = await _admitted(gateway, caller, route, meter, lambda: backend.embed(embed, route.upstream_model))
+    route = await _confirmed(gateway, meter, route)
+    route, result = await _admitted(
+        gateway, caller, route, meter, lambda on: on.backend.embed(embed, on.upstream_model)
+    )
     payload: Any = embeddings_body(model.id, result, embed.encoding_format)
     meter.finish_later(result.usage, 200)
     return web.Response(body=orjson.dumps(payload), headers=_route_headers(route, dict(JSON_HEADERS)))

@@ -11,7 +11,11 @@ from ..web_keys import GATEWAY
 async def metrics_handler(request: web.Request) -> web.Response:
     """``GET /metrics`` in Prometheus text format."""
     gateway = request.app[GATEWAY]
+    metrics = gateway.metrics
     for name in gateway.backends:
-        gateway.metrics.child(gateway.metrics.queue_depth, name).set(gateway.admission.depth(name))
+        metrics.child(metrics.queue_depth, name).set(await gateway.admission.depth(name))
+    budget = await gateway.cloud_budget.status()
+    metrics.cloud_budget_used.set(budget.used)
+    metrics.cloud_budget_limit.set(budget.limit)
     body = gateway.metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,8 +1,9 @@
 """Admission: at most ``max_concurrency`` requests run on a backend at once; the rest wait in the gateway's
 own line, higher plan priority first, then first come first served, for at most ``max_queue_wait_s``.
 
-Queue depth (waiting + running) is what failover reads. This implementation counts one process; with
-several workers each admits up to its share.
+Queue depth (waiting + running) is what failover reads. Two implementations of one interface:
+:class:`LocalAdmission` for one process, :class:`RedisAdmission` for many workers sharing one line per backend
+(``admission_redis.py``). ``admission_setup.make_admission`` picks the one that matches the shared state.
 """
 
 from __future__ import annotations
@@ -10,11 +11,69 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from abc import ABC, abstractmethod
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ..errors import NoCapacity
+from ..errors import NoCapacity, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+class QueueWaitExceeded(NoCapacity):
+    """503: the request waited ``max_queue_wait_s`` for a slot; ``Retry-After`` says when to try again."""
+
+
+def queue_wait_exceeded(timeout: float) -> QueueWaitExceeded:
+    """The error for a request that waited ``timeout`` seconds without getting a slot."""
+    return QueueWaitExceeded(
+        "The model server is busy. Please retry shortly.",
+        headers={"Retry-After": str(max(1, int(timeout // 10)))},
+    )
+
+
+def state_unavailable() -> ServiceUnavailable:
+    """The error for a request the shared state (Redis) could not admit or count."""
+    return ServiceUnavailable("The service is temporarily unavailable. Please retry.", headers={"Retry-After": "2"})
+
+
+class Admission(ABC):
+    """A priority waiting line per backend, with a concurrency cap."""
+
+    def __init__(self) -> None:
+        self.limits: dict[str, int] = {}
+
+    def configure(self, backend: str, max_concurrency: int) -> None:
+        """Set how many requests may run on ``backend`` at once (across all workers)."""
+        self.limits[backend] = max(1, max_concurrency)
+
+    @abstractmethod
+    def slot(self, backend: str, priority: int = 0, timeout: float = 30.0) -> AbstractAsyncContextManager[None]:
+        """Hold one of ``backend``'s slots for the body; raises :class:`QueueWaitExceeded` (503 with
+        Retry-After) after ``timeout`` seconds of waiting. Cancellation while waiting gives the place up at
+        once."""
+
+    @abstractmethod
+    async def depth(self, backend: str) -> int:
+        """Requests waiting for or running on ``backend``, in every worker."""
+
+    @abstractmethod
+    def running(self, backend: str) -> int:
+        """Requests this process runs on ``backend`` now."""
+
+    async def run(self) -> None:
+        """Background upkeep until cancelled (renewing this process's leases); nothing to do in-process."""
+
+    async def drain(self) -> None:
+        """Wait until every slot given back is released (Redis releases run in the background)."""
+
+    async def start(self) -> None:
+        """Run :meth:`run` in a task of its own (for code that has no application's cleanup contexts)."""
+
+    async def close(self) -> None:
+        """Stop what :meth:`start` started."""
 
 
 @dataclass
@@ -28,19 +87,20 @@ class _Line:
         return self.running + sum(1 for _, _, future in self.waiting if not future.done())
 
 
-class Admission:
-    """A priority waiting line per backend."""
+class LocalAdmission(Admission):
+    """One process: the line lives in memory."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._lines: dict[str, _Line] = {}
         self._order = itertools.count()
 
     def configure(self, backend: str, max_concurrency: int) -> None:
         """Set how many requests may run on ``backend`` at once."""
-        line = self._lines.setdefault(backend, _Line(max_concurrency))
-        line.limit = max(1, max_concurrency)
+        super().configure(backend, max_concurrency)
+        self._lines.setdefault(backend, _Line(1)).limit = self.limits[backend]
 
-    def depth(self, backend: str) -> int:
+    async def depth(self, backend: str) -> int:
         """Requests waiting for or running on ``backend``."""
         line = self._lines.get(backend)
         return line.depth if line else 0
@@ -52,8 +112,7 @@ class Admission:
 
     @asynccontextmanager
     async def slot(self, backend: str, priority: int = 0, timeout: float = 30.0) -> AsyncIterator[None]:
-        """Hold one of ``backend``'s slots for the body; raises :class:`NoCapacity` (503 with Retry-After)
-        after ``timeout`` seconds of waiting. Cancellation while waiting gives the place up cleanly."""
+        """Hold one of ``backend``'s slots for the body (see :meth:`Admission.slot`)."""
         line = self._lines.setdefault(backend, _Line(1))
         if line.running < line.limit and not line.waiting:
             line.running += 1
@@ -75,10 +134,7 @@ class Admission:
             else:
                 future.cancel()
             if isinstance(exc, TimeoutError):
-                raise NoCapacity(
-                    "The model server is busy. Please retry shortly.",
-                    headers={"Retry-After": str(max(1, int(timeout // 10) or 1))},
-                ) from None
+                raise queue_wait_exceeded(timeout) from None
             raise
 
     def _release(self, line: _Line) -> None:

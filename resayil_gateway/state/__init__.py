@@ -81,10 +81,24 @@ class LocalState(SharedState):
         """Always reachable."""
 
 
-def _client(url: str) -> Redis:
-    from redis.asyncio import Redis  # only where Redis is configured (~6 MB resident)
+REDIS_MAX_CONNECTIONS = 512
+REDIS_POOL_WAIT_S = 5.0
 
-    return Redis.from_url(url, decode_responses=True, health_check_interval=30)
+
+def redis_client(url: str) -> Redis:
+    """A client whose pool waits (up to ``REDIS_POOL_WAIT_S``) for a free connection when all are busy:
+    redis-py's default pool raises past 100 concurrent commands, which one worker reaches as soon as a few
+    hundred requests are admitted at once (every command holds a connection until its reply)."""
+    from redis.asyncio import BlockingConnectionPool, Redis  # only where Redis is configured (~6 MB resident)
+
+    pool = BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_POOL_WAIT_S,
+    )
+    return Redis.from_pool(pool)
 
 
 class RedisState(SharedState):
@@ -95,7 +109,7 @@ class RedisState(SharedState):
         self.channel = self.key("broadcast")
         self.url = url
         self.instance = instance
-        self.redis = _client(url)
+        self.redis = redis_client(url)
         self._listener: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._alive_until = 0.0
@@ -172,7 +186,7 @@ class RedisState(SharedState):
                 await self._listener
         await self.redis.aclose()
         # a fresh client (opening nothing) so the state can start again, on another event loop
-        self.redis = _client(self.url)
+        self.redis = redis_client(self.url)
         self._listener = None
         self._ready = asyncio.Event()
         self._alive_until = 0.0
