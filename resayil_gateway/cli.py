@@ -292,11 +292,12 @@ async def credits_grant(gateway: Gateway, email: str, amount: int, reason: str, 
     """Add (or, with a negative AMOUNT, remove) top-up credits, as an audited adjustment."""
     account = await gateway.accounts.require(email)
     reference = ref or f"cli-grant:{account.id}:{os.urandom(8).hex()}"
-    entry = await gateway.ledger.adjust(account.id, amount, reason=reason, actor="cli", ref=reference)
     async with gateway.store.begin() as conn:
-        await gateway.audit(
-            conn, "cli", "credits.adjusted", f"account:{account.id}", {"delta": amount, "reason": reason}
-        )
+        entry = await gateway.ledger.adjust(account.id, amount, reason=reason, actor="cli", ref=reference, conn=conn)
+        if not entry.replayed:
+            await gateway.audit(
+                conn, "cli", "credits.adjusted", f"account:{account.id}", {"delta": amount, "reason": reason}
+            )
     note = " (already applied)" if entry.replayed else ""
     click.echo(f"{account.email}: {amount:+d} credits{note}; balance {entry.plan_after + entry.topup_after}")
 

@@ -30,7 +30,8 @@ from .billing.usage import UsageRecorder
 from .clock import Clock
 from .config import ConfigError, Section, Settings, load_settings
 from .domain import Event
-from .plugins import await_me_maybe, make_plugin_manager
+from .events.bus import Events
+from .plugins import make_plugin_manager
 from .routing.admission import Admission
 from .routing.backends import Backend
 from .routing.catalog import Catalog
@@ -79,6 +80,7 @@ class Gateway:
         self.payment_providers: dict[str, Any] = {}
         self.channels: dict[str, Any] = {}
         self.catalog = Catalog(settings.models, self.backends)
+        self.events = Events(self)
         self._pending: set[asyncio.Future[Any]] = set()
         self.state.on_broadcast(self._on_broadcast)
         pm.hook.register_backends(register=self.register_backend, gateway=self)
@@ -149,12 +151,10 @@ class Gateway:
     # -- events and audit --------------------------------------------------------------------------------
 
     async def emit(self, event: Event) -> None:
-        """Tell every ``on_event`` implementation; their failures are logged, never raised."""
-        for result in self.pm.hook.on_event(event=event, gateway=self):
-            try:
-                await await_me_maybe(result)
-            except Exception:
-                log.exception("an on_event hook failed for %s", event.name)
+        """Raise an event no transaction caused: a notification goes to the outbox in its own transaction;
+        ``on_event`` hooks see it after the commit (see ``events/bus.py``; inside a transaction use
+        ``gateway.events.transaction()`` and ``tx.record``)."""
+        await self.events.emit(event)
 
     async def audit(
         self,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..domain import Event
+from ..events.notifications import welcome
 from ..store.tables import accounts, balances, subscriptions
 from .emails import normalize_email
 from .passwords import hash_password, verify_password
@@ -102,9 +102,10 @@ class AccountService:
         if role not in ROLES:
             raise AccountError(f"role must be one of {', '.join(ROLES)}", "role")
         now = self.gateway.clock.now()
-        store = self.gateway.store
+        signup = self.gateway.settings.billing.signup_credits
         try:
-            async with store.begin() as conn:
+            async with self.gateway.events.transaction() as tx:
+                conn = tx.conn
                 taken = await conn.execute(
                     select(accounts.c.email, accounts.c.phone).where(
                         or_(accounts.c.email == email, accounts.c.phone == phone)
@@ -129,26 +130,19 @@ class AccountService:
                 )
                 account = _account(result.one())
                 await conn.execute(insert(balances).values(account_id=account.id))
+                if signup:
+                    await self.gateway.ledger.grant(
+                        account.id,
+                        signup,
+                        bucket="topup",
+                        ref=f"signup:{account.id}",
+                        reason="signup",
+                        actor="system",
+                        conn=conn,
+                    )
+                await tx.record(welcome(account.id, account.name, email, signup))
         except IntegrityError:
             raise AccountError("email or phone is already registered", "email") from None
-        signup = self.gateway.settings.billing.signup_credits
-        if signup:
-            await self.gateway.ledger.grant(
-                account.id,
-                signup,
-                bucket="topup",
-                ref=f"signup:{account.id}",
-                reason="signup",
-                actor="system",
-            )
-        await self.gateway.emit(
-            Event(
-                "account.created",
-                {"email": email, "role": role},
-                account.id,
-                key=f"account.created:{account.id}",
-            )
-        )
         return account
 
     async def get(self, account_id: int) -> Account | None:

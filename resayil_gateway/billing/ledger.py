@@ -272,11 +272,13 @@ class Ledger:
         actor: str,
         ref: str,
         bucket: Bucket = "topup",
+        conn: AsyncConnection | None = None,
     ) -> Entry:
-        """An admin's signed change to a bucket, with a reason; refused if it would go below zero."""
+        """An admin's signed change to a bucket, with a reason; refused if it would go below zero. Pass ``conn``
+        to commit it with its audit row."""
         if not reason.strip():
             raise LedgerError("an adjustment needs a reason")
-        return await self._apply(_Change(account_id, delta, bucket, ref, "adjustment", actor, memo=reason))
+        return await self._apply(_Change(account_id, delta, bucket, ref, "adjustment", actor, memo=reason), conn)
 
     async def _apply(self, change: _Change, conn: AsyncConnection | None = None) -> Entry:
         """Apply ``change`` in ``conn``'s transaction, or in a new one; a replayed reference returns the first

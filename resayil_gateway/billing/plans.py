@@ -1,4 +1,6 @@
-"""Plans: activating one sets the tier and period and grants its credits, in one transaction.
+"""Plans: activating one sets the tier and period and grants its credits, in one transaction, with its audit
+row and its notifications (subscription confirmed; new Enterprise customer); caches are invalidated after it
+commits.
 
 Paying again for the same plan before it ends extends the period from the current end; a different plan
 switches at once and its period starts now. Plan credits expire at the period's end (a ledger row).
@@ -13,13 +15,14 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..domain import Event
-from ..store.tables import balances, subscriptions
+from ..events.notifications import enterprise_customer, subscription_confirmed
+from ..store.tables import accounts, balances, subscriptions
 from .ledger import Entry, LedgerError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from ..events.bus import EventTransaction
     from ..gateway import Gateway
 
 
@@ -52,25 +55,25 @@ async def activate_plan(
 ) -> PlanActivation:
     """Activate (or extend) ``plan_id`` for the account and grant its credits; idempotent on ``ref``.
 
-    Pass ``conn`` to make it part of a larger transaction (an order's fulfilment).
+    Pass ``conn`` to make it part of a larger transaction (an order's fulfilment); it must come from
+    ``gateway.events.transaction()``, whose commit releases the notifications and the cache invalidation.
     """
     if conn is None:
-        async with gateway.store.begin() as own:
-            result = await activate_plan(gateway, account_id, plan_id, ref=ref, actor=actor, period=period, conn=own)
-    else:
-        result = await _activate(gateway, conn, account_id, plan_id, ref, actor, period)
-    return result
+        async with gateway.events.transaction() as tx:
+            return await _activate(gateway, tx, account_id, plan_id, ref, actor, period)
+    return await _activate(gateway, gateway.events.joined(conn), account_id, plan_id, ref, actor, period)
 
 
 async def _activate(
     gateway: Gateway,
-    conn: AsyncConnection,
+    tx: EventTransaction,
     account_id: int,
     plan_id: str,
     ref: str,
     actor: str,
     period: timedelta | None,
 ) -> PlanActivation:
+    conn = tx.conn
     plan = gateway.settings.plans.get(plan_id)
     if plan is None:
         raise LedgerError(f"unknown plan {plan_id!r}")
@@ -136,14 +139,15 @@ async def _activate(
         f"account:{account_id}",
         {"plan": plan_id, "period_end": end.isoformat(), "ref": ref},
     )
-    activation = PlanActivation(account_id, plan_id, start, end, plan.credits, entry)
-    await gateway.keys.invalidate_account(account_id)
-    await gateway.emit(
-        Event(
-            "plan.activated",
-            {"plan": plan_id, "period_end": end.isoformat(), "credits": plan.credits},
-            account_id,
-            key=f"plan:{ref}",
-        )
-    )
-    return activation
+    settings = gateway.settings
+    await tx.record(subscription_confirmed(settings, gateway.clock, account_id, plan_id, plan.credits, end, ref))
+    was_enterprise = current is not None and current.plan == plan_id and current.period_end > now
+    if plan_id in settings.notifications.enterprise_plans and not was_enterprise:
+        who = (
+            await conn.execute(
+                select(accounts.c.name, accounts.c.email, accounts.c.phone).where(accounts.c.id == account_id)
+            )
+        ).one()
+        await tx.record(enterprise_customer(settings, account_id, who.name, who.email, who.phone, plan_id, ref))
+    tx.after_commit(lambda: gateway.keys.invalidate_account(account_id))
+    return PlanActivation(account_id, plan_id, start, end, plan.credits, entry)
