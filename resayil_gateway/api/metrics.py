@@ -67,6 +67,19 @@ class Metrics:
         self.upstream_errors = Counter(
             "resayil_upstream_errors", "Errors from backends", ["backend", "code"], registry=r
         )
+        self.outbox_depth = Gauge(
+            "resayil_outbox_messages",
+            "Notification messages in the outbox by status (pending and sending are the depth)",
+            ["status"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.notifications = Counter(
+            "resayil_notifications",
+            "Notification delivery attempts by channel, event and outcome (sent, retried, failed)",
+            ["channel", "event", "outcome"],
+            registry=r,
+        )
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, memoised: the request path asks for the same few children every time."""

@@ -163,6 +163,7 @@ class Meter:
             )
         )
         if charge is not None and charge.cost:
+            gateway.events.credit_alerts.after_charge(charge)
             await gateway.emit(
                 Event(
                     "request.charged",

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..domain import Event
 from ..plugins import await_me_maybe
 from .catalog import NOTIFICATIONS
+from .credit_alerts import CreditAlerts
 from .outbox import Outbox
 from .recipients import recipients_for
 from .templates import Templates
@@ -82,6 +83,7 @@ class Events:
         self.outbox = Outbox(gateway.store, gateway.clock)
         self.templates = Templates(gateway.settings.notifications.templates_dir)
         self.queued = asyncio.Event()
+        self.credit_alerts = CreditAlerts(gateway)
         self._open: weakref.WeakKeyDictionary[AsyncConnection, EventTransaction] = weakref.WeakKeyDictionary()
 
     @property

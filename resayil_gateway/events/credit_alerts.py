@@ -1,0 +1,86 @@
+"""Credit warning (NOTIF-03) and credits exhausted (NOTIF-04), checked after a charge settles, off the
+request path: the settle already returns the balance after it, and each process remembers every account's
+latest grant (the total after it, ``balances.last_grant_total``, and its ledger id) for a minute, so the
+store is read only when a threshold may have been crossed. Each alert is sent once per grant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+
+from ..store.tables import balances, ledger
+from .notifications import credit_warning, credits_exhausted
+
+if TYPE_CHECKING:
+    from ..billing.ledger import Charge
+    from ..domain import Event
+    from ..gateway import Gateway
+
+log = logging.getLogger("resayil.notifications")
+
+GRANT_CACHE_S = 60.0
+NOT_GRANTS = ("request", "adjustment", "expiry")
+
+
+class CreditAlerts:
+    """Raises the credit alerts of one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._grants: dict[int, tuple[int, int, float]] = {}
+        self._told: set[str] = set()
+
+    def after_charge(self, charge: Charge) -> None:
+        """Look at a settled charge; start a check in the background when an alert may be due."""
+        if charge.charged <= 0 and charge.uncollected <= 0:
+            return
+        cached = self._grants.get(charge.account_id)
+        if cached is not None and self.gateway.clock.monotonic() - cached[2] < GRANT_CACHE_S:
+            event = self._alert(charge.account_id, charge.balance_after, cached[0], cached[1])
+            if event is None or event.key in self._told:
+                return
+        self.gateway.track(asyncio.ensure_future(self.check(charge.account_id, charge.balance_after)))
+
+    def _alert(self, account_id: int, balance: int, grant_total: int, grant_id: int) -> Event | None:
+        settings = self.gateway.settings
+        if balance <= 0:
+            return credits_exhausted(settings, account_id, grant_id)
+        if grant_total and balance < grant_total * settings.billing.credit_warning_ratio:
+            return credit_warning(settings, account_id, balance, grant_total, grant_id)
+        return None
+
+    async def latest_grant(self, account_id: int) -> tuple[int, int]:
+        """The account's total after its latest grant and that grant's ledger id (0 when never granted)."""
+        latest = (
+            select(func.max(ledger.c.id))
+            .where(
+                ledger.c.account_id == account_id,
+                ledger.c.reason.notin_(NOT_GRANTS),
+                ledger.c.plan_delta + ledger.c.topup_delta > 0,
+            )
+            .scalar_subquery()
+        )
+        query = select(balances.c.last_grant_total, latest).where(balances.c.account_id == account_id)
+        async with self.gateway.store.connect() as conn:
+            row = (await conn.execute(query)).first()
+        grant_total, grant_id = (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+        self._grants[account_id] = (grant_total, grant_id, self.gateway.clock.monotonic())
+        return grant_total, grant_id
+
+    async def check(self, account_id: int, balance: int) -> Event | None:
+        """Raise the alert ``balance`` calls for, if any and not raised before; returns it."""
+        try:
+            grant_total, grant_id = await self.latest_grant(account_id)
+            event = self._alert(account_id, balance, grant_total, grant_id)
+            if event is None or event.key in self._told:
+                return None
+            await self.gateway.events.emit(event)
+            self._told.add(event.key or "")
+            return event
+        except Exception:
+            log.exception("credit alert check failed for account %d", account_id)
+            return None

@@ -1,0 +1,156 @@
+"""The delivery worker: claims due outbox rows, renders each message (Arabic then English) and hands it to the
+notification channel, then records the provider's answer. Transient failures are retried with exponential
+backoff and jitter up to ``notifications.max_attempts``; permanent ones fail at once; the error is kept.
+
+It wakes at once when this process queues a message and polls otherwise (another process may have queued
+one). ``delivery_context`` is the application's cleanup context that runs it, with the renewal reminders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..api.keys import GATEWAY
+from .channels import DeliveryFailed, Message
+from .outbox import OutboxRow
+from .reminders import send_renewal_reminders
+from .templates import TemplateError
+
+if TYPE_CHECKING:
+    from ..gateway import Gateway
+
+log = logging.getLogger("resayil.notifications")
+
+
+def backoff(attempts: int, base: float, cap: float, jitter: float | None = None) -> float:
+    """Seconds before the next try after ``attempts`` failed ones: ``base × 2^(attempts-1)``, capped, times a
+    random factor in [0.5, 1) so that many failures never retry in lockstep."""
+    factor = random.uniform(0.5, 1.0) if jitter is None else jitter
+    return min(cap, base * 2 ** max(0, attempts - 1)) * factor
+
+
+class DeliveryWorker:
+    """Sends the outbox of one gateway through its notification channel."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.settings = gateway.settings.notifications
+
+    def channel(self) -> Any | None:
+        """The channel messages go through (the first registered one), or None."""
+        return next(iter(self.gateway.channels.values()), None)
+
+    async def deliver_due(self) -> int:
+        """Claim one batch of due messages and try each once; returns how many were tried."""
+        outbox = self.gateway.events.outbox
+        rows = await outbox.claim(self.settings.batch_size, timedelta(seconds=self.settings.lease_s))
+        for row in rows:
+            await self._deliver(row)
+        return len(rows)
+
+    async def deliver_all(self) -> int:
+        """Deliver batches until nothing is due now; returns how many messages were tried."""
+        total = 0
+        while tried := await self.deliver_due():
+            total += tried
+        return total
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        outbox = self.gateway.events.outbox
+        channel = self.channel()
+        if channel is None:
+            await outbox.mark_failed(row, "", "no notification channel is configured")
+            self._count("none", row.event, "failed")
+            return
+        try:
+            text = self.gateway.events.templates.render(row.event, row.payload)
+            receipt = await channel.send(Message(row.recipient, text, row.event, row.dedupe_key))
+        except TemplateError as exc:
+            await outbox.mark_failed(row, channel.name, str(exc))
+            self._count(channel.name, row.event, "failed")
+        except DeliveryFailed as exc:
+            await self._failed(row, channel.name, exc)
+        except Exception as exc:  # a channel bug is retried like a transient failure, and logged
+            log.exception("channel %s failed on outbox row %d", channel.name, row.id)
+            await self._failed(row, channel.name, DeliveryFailed(f"{type(exc).__name__}: {exc}"))
+        else:
+            await outbox.mark_sent(row, channel.name, receipt.provider_id)
+            self._count(channel.name, row.event, "sent")
+
+    async def _failed(self, row: OutboxRow, channel: str, error: DeliveryFailed) -> None:
+        outbox = self.gateway.events.outbox
+        if error.permanent or row.attempts >= self.settings.max_attempts:
+            await outbox.mark_failed(row, channel, error.detail)
+            self._count(channel, row.event, "failed")
+            log.warning("outbox row %d (%s) failed after %d attempt(s): %s", row.id, row.event, row.attempts, error)
+            return
+        delay = backoff(row.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s)
+        await outbox.mark_retry(row, channel, error.detail, self.gateway.clock.now() + timedelta(seconds=delay))
+        self._count(channel, row.event, "retried")
+
+    def _count(self, channel: str, event: str, outcome: str) -> None:
+        metrics = self.gateway.metrics
+        metrics.child(metrics.notifications, channel, event, outcome).inc()
+
+    async def update_depth(self) -> None:
+        """Publish the outbox's size per status on ``/metrics``."""
+        metrics = self.gateway.metrics
+        for status, count in (await self.gateway.events.outbox.counts()).items():
+            metrics.child(metrics.outbox_depth, status).set(count)
+
+    async def run(self) -> None:
+        """Deliver until cancelled: at once when this process queues a message, else every poll interval."""
+        queued = self.gateway.events.queued
+        while True:
+            try:
+                queued.clear()
+                await self.deliver_all()
+                await self.update_depth()
+            except Exception:
+                log.exception("outbox delivery failed; retrying in %.0f s", self.settings.poll_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(queued.wait(), self.settings.poll_interval_s)
+
+
+async def remind_periodically(gateway: Gateway) -> None:
+    """Queue renewal reminders now and then every ``notifications.reminder_check_interval_s``."""
+    interval = gateway.settings.notifications.reminder_check_interval_s
+    while True:
+        try:
+            await send_renewal_reminders(gateway)
+        except Exception:
+            log.exception("renewal reminders failed; retrying in %.0f s", interval)
+        await asyncio.sleep(interval)
+
+
+async def delivery_context(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: start the channels, the delivery worker and the renewal reminders; stop them."""
+    gateway = app[GATEWAY]
+    started = []
+    for channel in gateway.channels.values():
+        try:
+            await channel.start()
+            started.append(channel)
+        except Exception:
+            log.exception("notification channel %s did not start", channel.name)
+    tasks = [
+        asyncio.create_task(DeliveryWorker(gateway).run(), name="outbox-delivery"),
+        asyncio.create_task(remind_periodically(gateway), name="renewal-reminders"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    for channel in started:
+        with contextlib.suppress(Exception):
+            await channel.close()
