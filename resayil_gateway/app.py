@@ -19,13 +19,15 @@ from aiohttp import web
 from .api.keys import GATEWAY, MODEL, REQUEST_ID
 from .api.routes import API_PREFIXES, api_routes
 from .errors import AuthenticationFailed, GatewayError, ServiceUnavailable
+from .events.auth_failures import client_ip, log_auth_failure
+from .events.bans import ban_middleware
+from .events.delivery import delivery_context
 from .gateway import Gateway
 from .plugins import await_me_maybe
 
-__all__ = ["GATEWAY", "REQUEST_ID", "create_app"]
+__all__ = ["GATEWAY", "REQUEST_ID", "client_ip", "create_app"]
 
 log = logging.getLogger("resayil.app")
-auth_log = logging.getLogger("resayil.auth")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HOUSEKEEPING_INTERVAL_S = 30.0
@@ -52,12 +54,6 @@ def _error_response(error: GatewayError) -> web.Response:
         status=error.status,
         headers={"Content-Type": "application/json", **error.headers},
     )
-
-
-def client_ip(request: web.Request) -> str:
-    """The peer's address (a reverse proxy in front should pass the client's through ``X-Forwarded-For``
-    and be trusted explicitly; until then the direct peer is used)."""
-    return request.remote or "-"
 
 
 @web.middleware
@@ -94,12 +90,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except GatewayError as error:
         if isinstance(error, AuthenticationFailed):
             # The one fixed line fail2ban matches (examples/fail2ban): keep its shape stable.
-            auth_log.warning(
-                "AUTH_FAILURE ip=%s kind=api_key reason=%s path=%s",
-                client_ip(request),
-                error.code,
-                request.path,
-            )
+            log_auth_failure(client_ip(request), "api_key", error.code or "invalid_api_key", request.path)
         return _error_response(error)
     except web.HTTPException as exc:
         if not _is_api(request.path) or exc.status < 400:
@@ -169,12 +160,13 @@ def _plugin_lifespans(gateway: Gateway) -> list[Callable[[web.Application], Asyn
 def create_app(gateway: Gateway) -> web.Application:
     """The web application for ``gateway``: API, health, metrics and every plugin's routes."""
     app = web.Application(
-        middlewares=[request_id_middleware, metrics_middleware, error_middleware],
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware, ban_middleware],
         client_max_size=gateway.settings.gateway.max_body_bytes + 1,
     )
     app[GATEWAY] = gateway
     app.on_response_prepare.append(_add_request_id)
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(delivery_context)
     app.cleanup_ctx.extend(_plugin_lifespans(gateway))
     app.add_routes(api_routes())
     for routes in gateway.pm.hook.register_routes(gateway=gateway):

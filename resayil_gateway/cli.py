@@ -104,6 +104,10 @@ def build_cli(pm: pluggy.PluginManager | None) -> click.Group:
     cli.add_command(credits)
     cli.add_command(ledger)
     cli.add_command(plugins)
+    from .events.commands import bans, notify  # they use this module's helpers, so imported once it is loaded
+
+    cli.add_command(notify)
+    cli.add_command(bans)
     if pm is not None:
         pm.hook.register_commands(cli=cli)
     return cli

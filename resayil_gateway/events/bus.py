@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..domain import Event
 from ..plugins import await_me_maybe
+from .bans import BanList
 from .catalog import NOTIFICATIONS
 from .credit_alerts import CreditAlerts
 from .outbox import Outbox
@@ -84,6 +85,7 @@ class Events:
         self.templates = Templates(gateway.settings.notifications.templates_dir)
         self.queued = asyncio.Event()
         self.credit_alerts = CreditAlerts(gateway)
+        self.bans = BanList(gateway)
         self._open: weakref.WeakKeyDictionary[AsyncConnection, EventTransaction] = weakref.WeakKeyDictionary()
 
     @property

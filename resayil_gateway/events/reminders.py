@@ -23,7 +23,8 @@ async def send_renewal_reminders(gateway: Gateway, limit: int = 500) -> int:
     """Queue a reminder for every plan ending within the reminder window and not yet reminded; returns how many."""
     now = gateway.clock.now()
     days = gateway.settings.notifications.renewal_reminder_days
-    not_reminded = or_(subscriptions.c.reminded_for.is_(None), subscriptions.c.reminded_for != subscriptions.c.period_end)
+    reminded_for = subscriptions.c.reminded_for
+    not_reminded = or_(reminded_for.is_(None), reminded_for != subscriptions.c.period_end)
     query = (
         select(subscriptions.c.account_id, subscriptions.c.plan, subscriptions.c.period_end)
         .where(subscriptions.c.period_end > now, subscriptions.c.period_end <= now + timedelta(days=days), not_reminded)
