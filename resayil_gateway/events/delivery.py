@@ -132,8 +132,13 @@ async def remind_periodically(gateway: Gateway) -> None:
 
 
 async def delivery_context(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: start the channels, the delivery worker and the renewal reminders; stop them."""
+    """Cleanup context: start the channels, the delivery worker and the renewal reminders; stop them. Without a
+    channel nothing runs (messages stay pending, and are sent once a channel is configured)."""
     gateway = app[GATEWAY]
+    if not gateway.channels:
+        log.warning("no notification channel is configured: notifications wait in the outbox until one is")
+        yield
+        return
     started = []
     for channel in gateway.channels.values():
         try:

@@ -143,7 +143,7 @@ class Outbox:
                 .values(status="sending", lease_until=now + lease, attempts=outbox.c.attempts + 1)
                 .returning(*_COLUMNS)
             )
-            return sorted((OutboxRow(*row) for row in rows), key=lambda row: row.id)
+            return sorted((OutboxRow(**row._mapping) for row in rows), key=lambda row: row.id)
 
     async def _finish(self, row: OutboxRow, **values: Any) -> bool:
         """Record the outcome of ``row``'s attempt, unless another worker has claimed it since (lease lost)."""
@@ -176,7 +176,7 @@ class Outbox:
         if status:
             query = query.where(outbox.c.status == status)
         async with self.store.connect() as conn:
-            return [OutboxRow(*row) for row in await conn.execute(query)]
+            return [OutboxRow(**row._mapping) for row in await conn.execute(query)]
 
     async def retry_failed(self) -> int:
         """Put every failed row back in line, due now, with its attempts reset; returns how many."""
