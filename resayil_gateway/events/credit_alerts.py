@@ -1,7 +1,8 @@
 """Credit warning (NOTIF-03) and credits exhausted (NOTIF-04), checked after a charge settles, off the
 request path: the settle already returns the balance after it, and each process remembers every account's
 latest grant (the total after it, ``balances.last_grant_total``, and its ledger id) for a minute, so the
-store is read only when a threshold may have been crossed. Each alert is sent once per grant.
+store is read only when a threshold may have been crossed (or credits were added since the last charge it
+saw). Each alert is sent once per grant.
 """
 
 from __future__ import annotations
@@ -33,11 +34,16 @@ class CreditAlerts:
         self.gateway = gateway
         self._grants: dict[int, tuple[int, int, float]] = {}
         self._told: set[str] = set()
+        self._last_balance: dict[int, int] = {}
 
     def after_charge(self, charge: Charge) -> None:
         """Look at a settled charge; start a check in the background when an alert may be due."""
         if charge.charged <= 0 and charge.uncollected <= 0:
             return
+        last = self._last_balance.get(charge.account_id)
+        self._last_balance[charge.account_id] = charge.balance_after
+        if last is not None and charge.balance_after + charge.charged > last:
+            self._grants.pop(charge.account_id, None)  # credits were added since the last charge seen here
         cached = self._grants.get(charge.account_id)
         if cached is not None and self.gateway.clock.monotonic() - cached[2] < GRANT_CACHE_S:
             event = self._alert(charge.account_id, charge.balance_after, cached[0], cached[1])
