@@ -8,12 +8,12 @@ import contextlib
 
 import pytest
 from sqlalchemy import select
+from test_notifications_channel import ChannelPlugin, FakeChannel
 
 from resayil_gateway.domain import Event
 from resayil_gateway.events.channels import PermanentDeliveryError, TransientDeliveryError
 from resayil_gateway.events.delivery import DeliveryWorker, backoff
 from resayil_gateway.store.tables import outbox
-from test_notifications_channel import ChannelPlugin, FakeChannel
 
 RETRIES = {"notifications": {"max_attempts": 3, "backoff_base_s": 10, "backoff_max_s": 3600, "lease_s": 60}}
 
