@@ -35,6 +35,8 @@ class CreditAlerts:
         self._grants: dict[int, tuple[int, int, float]] = {}
         self._told: set[str] = set()
         self._last_balance: dict[int, int] = {}
+        self._checking: set[int] = set()
+        self._recheck: dict[int, int] = {}
 
     def after_charge(self, charge: Charge) -> None:
         """Look at a settled charge; start a check in the background when an alert may be due."""
@@ -49,7 +51,21 @@ class CreditAlerts:
             event = self._alert(charge.account_id, charge.balance_after, cached[0], cached[1])
             if event is None or event.key in self._told:
                 return
-        self.gateway.track(asyncio.ensure_future(self.check(charge.account_id, charge.balance_after)))
+        if charge.account_id in self._checking:
+            self._recheck[charge.account_id] = charge.balance_after
+            return
+        self._checking.add(charge.account_id)
+        self.gateway.track(asyncio.ensure_future(self._check_until_settled(charge.account_id, charge.balance_after)))
+
+    async def _check_until_settled(self, account_id: int, balance: int) -> None:
+        """One check at a time per account; charges that arrive meanwhile are checked next, by their latest
+        balance (a burst of requests costs one read, not one per request)."""
+        try:
+            await self.check(account_id, balance)
+            while (latest := self._recheck.pop(account_id, None)) is not None:
+                await self.check(account_id, latest)
+        finally:
+            self._checking.discard(account_id)
 
     def _alert(self, account_id: int, balance: int, grant_total: int, grant_id: int) -> Event | None:
         settings = self.gateway.settings
