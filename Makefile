@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The core and every bundled distribution, installed editable; a new plugin adds its folder here.
-DISTS := . plugins/ollama examples/plugin-hello
+DISTS := . plugins/ollama plugins/cloud examples/plugin-hello
 PYPROJECTS := $(addsuffix /pyproject.toml,$(DISTS))
 
 .PHONY: run test lint typecheck unit bench clean
@@ -13,7 +13,7 @@ $(STAMP): $(PYPROJECTS) constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
 		-e ".[dev]" $(addprefix -e ,$(filter-out .,$(DISTS)))
-	@$(BIN)/python -c "import resayil_gateway, resayil_ollama" && touch $(STAMP)
+	@$(BIN)/python -c "import resayil_gateway, resayil_ollama, resayil_cloud" && touch $(STAMP)
 
 run: $(STAMP)
 	RESAYIL_DISABLE_PLUGINS=$${RESAYIL_DISABLE_PLUGINS:-hello} $(BIN)/python examples/demo.py
@@ -21,9 +21,10 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
-	$(BIN)/mypy resayil_gateway plugins/ollama/resayil_ollama
+	$(BIN)/mypy resayil_gateway plugins/ollama/resayil_ollama plugins/cloud/resayil_cloud
 
 unit: $(STAMP)
 	@$(BIN)/python -m resayil_gateway.testing --describe-stacks

@@ -18,7 +18,7 @@ from aiohttp import web
 from resayil_ollama.simulator import start_simulator
 
 from resayil_gateway.app import create_app
-from resayil_gateway.billing.plans import activate_plan
+from resayil_gateway.bootstrap import gateway_from_config
 from resayil_gateway.gateway import Gateway
 from resayil_gateway.logs import AccessLogger, configure_logging
 from resayil_gateway.store import upgrade
@@ -42,7 +42,7 @@ async def _seed(gateway: Gateway) -> tuple[str, str | None]:
     user = await gateway.accounts.find(DEMO_EMAIL)
     if user is None:
         user = await gateway.accounts.create(DEMO_EMAIL, "+96550000002", secrets.token_urlsafe(12), name="Demo")
-        await activate_plan(gateway, user.id, "basic", ref=f"demo-plan:{user.id}", actor="demo")
+        await gateway.plans.activate(user.id, "basic", ref=f"demo-plan:{user.id}", actor="demo")
         await gateway.ledger.grant(user.id, 1000, bucket="topup", ref=f"demo-topup:{user.id}", reason="topup")
     for key in await gateway.keys.list(user.id):
         await gateway.keys.revoke(key.prefix, account_id=user.id, actor="demo")
@@ -55,7 +55,7 @@ async def make_app() -> web.Application:
     runner, sim_url = await start_simulator(port=sim_port, first_token_ms=120, tokens_per_second=40)
     os.environ["RESAYIL_OLLAMA__URL"] = sim_url
     os.environ.setdefault("RESAYIL_CONFIG", str(HERE / "resayil.toml"))
-    gateway = Gateway.build()
+    gateway = gateway_from_config()
     await upgrade(gateway.store)
     key, admin_password = await _seed(gateway)
     base = gateway.settings.gateway.public_url

@@ -7,7 +7,7 @@ Plugin authors need only this module's names: ``hookimpl`` to mark implementatio
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .plugins import hookimpl
+from .hookspecs import hookimpl
 
 try:
     __version__ = version("resayil-gateway")

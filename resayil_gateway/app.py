@@ -1,29 +1,37 @@
 """``create_app(gateway)``: the aiohttp application. It only wires, in a fixed order: state, middlewares,
-cleanup contexts (services, background tasks, plugin lifespans), core routes, plugin routes."""
+cleanup contexts, core routes, plugin routes.
+
+One cleanup context per resource, each starting its resource before the ``yield`` and stopping it after, in
+reverse order at shutdown: the database engines, the shared state, the request path's hot pool, the
+backends, the payment providers and channels, then each background loop (stale holds swept at start,
+usage rows, key usage, hold leases and plan expiry), then every plugin's ``lifespan``. Charges still in
+flight settle before the store closes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
-import asyncpg
 import orjson
-import redis.exceptions
-import sqlalchemy.exc
 from aiohttp import web
 
-from .api.keys import GATEWAY, MODEL, REQUEST_ID
 from .api.routes import API_PREFIXES, api_routes
 from .errors import AuthenticationFailed, GatewayError, ServiceUnavailable
-from .events.auth_failures import client_ip, log_auth_failure
+from .events.auth_failures import client_ip as request_client_ip
+from .events.auth_failures import log_auth_failure
 from .events.bans import ban_middleware
-from .events.delivery import delivery_context
+from .events.delivery import run_notifications
 from .gateway import Gateway
-from .plugins import await_me_maybe
+from .hookcalls import await_me_maybe
+from .outages import describe_outage, is_unavailable
+from .web_keys import GATEWAY, MODEL, REQUEST_ID
 
 __all__ = ["GATEWAY", "REQUEST_ID", "client_ip", "create_app"]
 
@@ -31,17 +39,7 @@ log = logging.getLogger("resayil.app")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HOUSEKEEPING_INTERVAL_S = 30.0
-# Failures of the gateway's own stores: the client gets a 503 to retry, never a 500.
-UNAVAILABLE = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.InterfaceError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    OSError,
-)
+Context = Callable[[web.Application], AsyncIterator[None]]
 
 
 def _is_api(path: str) -> bool:
@@ -54,6 +52,12 @@ def _error_response(error: GatewayError) -> web.Response:
         status=error.status,
         headers={"Content-Type": "application/json", **error.headers},
     )
+
+
+def client_ip(request: web.Request) -> str:
+    """The client's address: the direct peer, or what ``X-Forwarded-For`` says when the peer is one of
+    ``gateway.trusted_proxies``."""
+    return request_client_ip(request, request.app[GATEWAY].settings.gateway.trusted_proxies)
 
 
 @web.middleware
@@ -100,14 +104,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error_response(
             GatewayError(exc.reason, status=exc.status, type_="invalid_request_error", code=code, headers=kept)
         )
-    except (asyncio.CancelledError, ConnectionError):
+    except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except UNAVAILABLE as exc:
-        log.error("%s %s: the store or Redis is unavailable: %s", request.method, request.path, type(exc).__name__)
-        return _error_response(
-            ServiceUnavailable("The service is temporarily unavailable. Please retry.", headers={"Retry-After": "2"})
-        )
-    except Exception:
+    except Exception as exc:
+        if is_unavailable(exc):
+            log.error(
+                "%s %s: the store or Redis is unavailable: %s", request.method, request.path, describe_outage(exc)
+            )
+            return _error_response(
+                ServiceUnavailable(
+                    "The service is temporarily unavailable. Please retry.", headers={"Retry-After": "2"}
+                )
+            )
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error_response(
             GatewayError("The server had an error while processing your request.", code="internal_error")
@@ -120,34 +128,131 @@ async def _add_request_id(request: web.Request, response: web.StreamResponse) ->
         response.headers["x-request-id"] = request_id
 
 
-async def _services(app: web.Application) -> AsyncIterator[None]:
-    gateway = app[GATEWAY]
-    await gateway.start_services()
-    if gateway.store.is_sqlite:
-        await gateway.ledger.release_stale_holds(everything=True)
-    else:
-        await gateway.ledger.release_stale_holds()
-    tasks = [
-        asyncio.create_task(gateway.usage.run(), name="usage-recorder"),
-        asyncio.create_task(gateway.keys.run_usage_flusher(), name="key-usage"),
-        asyncio.create_task(gateway.housekeeping(HOUSEKEEPING_INTERVAL_S), name="housekeeping"),
-    ]
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    """The database engines: opened on first use, closed last."""
+    store = app[GATEWAY].store
     yield
-    for task in tasks:
+    await store.dispose()
+
+
+async def _hot_pool(app: web.Application) -> AsyncIterator[None]:
+    """The request path's own PostgreSQL connections: closed once every charge in flight has settled."""
+    gateway = app[GATEWAY]
+    yield
+    await gateway.drain()
+    await gateway.ledger.close()
+    await gateway.store.close_hot()
+
+
+async def _shared_state(app: web.Application) -> AsyncIterator[None]:
+    """Redis (or the in-process stand-in): connected, and subscribed to broadcasts, before serving."""
+    state = app[GATEWAY].state
+    await state.start()
+    yield
+    with contextlib.suppress(Exception):
+        await state.close()
+
+
+async def _backends(app: web.Application) -> AsyncIterator[None]:
+    """Every registered backend, payment provider and channel: started together, closed together."""
+    gateway = app[GATEWAY]
+    parts: list[Any] = [*gateway.backends.values(), *gateway.payment_providers.values(), *gateway.channels.values()]
+    started = []
+    try:
+        for part in parts:
+            starter = getattr(part, "start", None)
+            if starter is not None:
+                await starter()
+            started.append(part)
+        yield
+    finally:
+        for part in reversed(started):
+            closer = getattr(part, "close", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
+
+
+async def _stale_holds(app: web.Application) -> AsyncIterator[None]:
+    """Release holds left by processes that died (every hold, on SQLite: one process owns that file)."""
+    gateway = app[GATEWAY]
+    await gateway.ledger.release_stale_holds(everything=gateway.store.is_sqlite)
+    yield
+
+
+def _loop(
+    name: str, run: Callable[[Gateway], Awaitable[None]], finish: Callable[[Gateway], Awaitable[None]]
+) -> Context:
+    """A cleanup context for one background loop: started after the resources it uses, cancelled before them,
+    then ``finish`` flushes what it had batched."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        gateway = app[GATEWAY]
+        task: asyncio.Task[None] = asyncio.ensure_future(run(gateway))
+        yield
         task.cancel()
-    for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    await gateway.stop_services()
+        with contextlib.suppress(Exception):
+            await finish(gateway)
+
+    context.__name__ = context.__qualname__ = f"_{name.replace('-', '_')}"
+    return context
 
 
-def _plugin_lifespans(gateway: Gateway) -> list[Callable[[web.Application], AsyncIterator[None]]]:
-    contexts: list[Callable[[web.Application], AsyncIterator[None]]] = []
+async def _nothing(gateway: Gateway) -> None:
+    return None
+
+
+async def _flush_usage(gateway: Gateway) -> None:
+    await gateway.drain()
+    await gateway.usage.flush()
+
+
+async def _flush_key_usage(gateway: Gateway) -> None:
+    await gateway.keys.flush_usage()
+
+
+async def _housekeeping(gateway: Gateway) -> None:
+    """Renew this process's hold leases, release holds of dead processes, expire ended plan periods."""
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+        try:
+            await gateway.ledger.renew_leases()
+            await gateway.ledger.release_stale_holds()
+            await gateway.ledger.expire_due()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                log.exception("housekeeping failed; retrying in %.0f s", HOUSEKEEPING_INTERVAL_S)
+            else:
+                log.error("housekeeping: %s; retrying in %.0f s", describe_outage(exc), HOUSEKEEPING_INTERVAL_S)
+
+
+CORE_CONTEXTS: tuple[Context, ...] = (
+    _store,
+    _shared_state,
+    _hot_pool,
+    _backends,
+    _stale_holds,
+    _loop("notifications", lambda g: run_notifications(g.events, g.channels, g.settings, g.clock, g.metrics), _nothing),
+    _loop("usage-recorder", lambda gateway: gateway.usage.run(), _flush_usage),
+    _loop("key-usage", lambda gateway: gateway.keys.run_usage_flusher(), _flush_key_usage),
+    _loop("housekeeping", _housekeeping, _nothing),
+)
+
+
+def _plugin_lifespans(gateway: Gateway) -> list[Context]:
+    contexts: list[Context] = []
     for result in gateway.pm.hook.lifespan(gateway=gateway):
         if result is None:
             continue
 
-        async def context(app: web.Application, generator: AsyncIterator[None] = result) -> AsyncIterator[None]:
+        async def context(app: web.Application, produced: Any = result) -> AsyncIterator[None]:
+            # an ``async def`` that returns a generator, or an async generator function itself
+            generator = await produced if inspect.iscoroutine(produced) else produced
+            if generator is None:
+                yield
+                return
             await await_me_maybe(anext(generator))
             yield
             with contextlib.suppress(StopAsyncIteration):
@@ -159,14 +264,16 @@ def _plugin_lifespans(gateway: Gateway) -> list[Callable[[web.Application], Asyn
 
 def create_app(gateway: Gateway) -> web.Application:
     """The web application for ``gateway``: API, health, metrics and every plugin's routes."""
+    config = gateway.settings.gateway
+    refusing = [ban_middleware(gateway.events.bans, config.trusted_proxies)] if config.refuse_banned_ips else []
     app = web.Application(
-        middlewares=[request_id_middleware, metrics_middleware, error_middleware, ban_middleware],
-        client_max_size=gateway.settings.gateway.max_body_bytes + 1,
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware, *refusing],
+        client_max_size=config.max_body_bytes + 1,
     )
+    gateway.prepare()
     app[GATEWAY] = gateway
     app.on_response_prepare.append(_add_request_id)
-    app.cleanup_ctx.append(_services)
-    app.cleanup_ctx.append(delivery_context)
+    app.cleanup_ctx.extend(CORE_CONTEXTS)
     app.cleanup_ctx.extend(_plugin_lifespans(gateway))
     app.add_routes(api_routes())
     for routes in gateway.pm.hook.register_routes(gateway=gateway):

@@ -23,10 +23,12 @@ from . import __version__
 from .auth.accounts import AccountError
 from .auth.api_keys import KeyRefused
 from .billing.ledger import LedgerError
-from .billing.plans import activate_plan
+from .bootstrap import gateway_from_config
 from .config import ConfigError
+from .events.commands import notification_commands
 from .gateway import Gateway
 from .logs import configure_logging
+from .outages import describe_outage, is_unavailable
 from .plugins import PluginError, make_plugin_manager, plugin_list
 from .store import upgrade
 
@@ -48,7 +50,7 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def _gateway(config_path: str | None) -> Gateway:
-    return Gateway.build(config_path)
+    return gateway_from_config(config_path)
 
 
 def run_with_gateway(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T | None]:
@@ -63,8 +65,7 @@ def run_with_gateway(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..
                 return await func(gateway, *args, **kwargs)
             finally:
                 with contextlib.suppress(Exception):
-                    await gateway.state.close()
-                await gateway.store.dispose()
+                    await gateway.close()
 
         return guarded(lambda: asyncio.run(body()))
 
@@ -79,13 +80,10 @@ def guarded(action: Callable[[], T]) -> T | None:
         fail(str(exc), 2)
     except (AccountError, KeyRefused, LedgerError) as exc:
         fail(str(exc), 1)
-    except OSError as exc:
-        fail(f"cannot reach a service: {exc}", 1)
     except Exception as exc:
-        name = type(exc).__name__
-        if "OperationalError" in name or "InterfaceError" in name or "ConnectionError" in name:
-            fail(f"cannot reach the database or Redis: {str(exc).splitlines()[0]}", 1)
-        raise
+        if not is_unavailable(exc):
+            raise
+        fail(f"cannot reach the database or Redis: {describe_outage(exc)}", 1)
     return None
 
 
@@ -104,10 +102,8 @@ def build_cli(pm: pluggy.PluginManager | None) -> click.Group:
     cli.add_command(credits)
     cli.add_command(ledger)
     cli.add_command(plugins)
-    from .events.commands import bans, notify  # they use this module's helpers, so imported once it is loaded
-
-    cli.add_command(notify)
-    cli.add_command(bans)
+    for group in notification_commands(run_with_gateway, config_option, fail):
+        cli.add_command(group)
     if pm is not None:
         pm.hook.register_commands(cli=cli)
     return cli
@@ -136,8 +132,10 @@ def serve(
     configure_logging(log_format, log_level)
 
     def start() -> None:
-        settings = _gateway(config_path).settings.gateway
+        gateway = _gateway(config_path)
+        settings = gateway.settings.gateway
         status = run_server(
+            gateway,
             functools.partial(_gateway, config_path),
             host or settings.host,
             settings.port if port is None else port,
@@ -227,8 +225,7 @@ async def users_set_plan(gateway: Gateway, email: str, plan: str, days: int | No
     if plan not in gateway.settings.plans:
         raise AccountError(f"unknown plan {plan!r}; plans: {', '.join(gateway.settings.plans)}", "plan")
     period = timedelta(days=days) if days else None
-    result = await activate_plan(
-        gateway,
+    result = await gateway.plans.activate(
         account.id,
         plan,
         ref=f"admin-plan:{account.id}:{os.urandom(6).hex()}",
@@ -277,7 +274,14 @@ async def keys_list(gateway: Gateway, email: str, include_revoked: bool) -> None
 async def keys_revoke(gateway: Gateway, key_prefix: str) -> None:
     """Revoke a key by its prefix; every worker refuses it from the next request on."""
     key = await gateway.keys.revoke(key_prefix, actor="cli")
-    click.echo(f"revoked {key.prefix}")
+    if gateway.keys.last_announced:
+        click.echo(f"revoked {key.prefix}")
+        return
+    ttl = gateway.settings.gateway.auth_cache_ttl_s
+    click.echo(
+        f"revoked {key.prefix}: the revocation is stored; Redis could not be reached to tell the workers now, "
+        f"so it reaches them within {ttl:g} s"
+    )
 
 
 @click.group()
@@ -296,12 +300,7 @@ async def credits_grant(gateway: Gateway, email: str, amount: int, reason: str, 
     """Add (or, with a negative AMOUNT, remove) top-up credits, as an audited adjustment."""
     account = await gateway.accounts.require(email)
     reference = ref or f"cli-grant:{account.id}:{os.urandom(8).hex()}"
-    async with gateway.store.begin() as conn:
-        entry = await gateway.ledger.adjust(account.id, amount, reason=reason, actor="cli", ref=reference, conn=conn)
-        if not entry.replayed:
-            await gateway.audit(
-                conn, "cli", "credits.adjusted", f"account:{account.id}", {"delta": amount, "reason": reason}
-            )
+    entry = await gateway.ledger.adjust(account.id, amount, reason=reason, actor="cli", ref=reference)
     note = " (already applied)" if entry.replayed else ""
     click.echo(f"{account.email}: {amount:+d} credits{note}; balance {entry.plan_after + entry.topup_after}")
 

@@ -7,7 +7,7 @@ Plugins receive and return these types through the hooks in :mod:`resayil_gatewa
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -180,3 +180,7 @@ class Event:
     account_id: int | None = None
     key: str | None = None
     at: float = field(default_factory=time.time)
+
+
+Emit = Callable[[Event], Awaitable[None]]
+"""Hand an event to every ``on_event`` observer (what a service is given instead of the whole gateway)."""

@@ -1,49 +1,55 @@
-"""The gateway: settings, plugins, store, shared state and the services built on them, in one object.
+"""The gateway: settings, plugins and the services built on them, in one object.
 
-Plugins receive it in every hook. Build one with :meth:`Gateway.build`; the web application
-(:func:`resayil_gateway.app.create_app`) and the CLI both start from it.
+Plugins receive it in every hook, as datasette's hooks receive ``datasette``. Inside the core, services are
+given only what they use (store, clock, settings, shared state, an event emitter, metrics), never the
+gateway, so each can be built and tested alone. Constructing a gateway opens nothing and calls no hook;
+:meth:`Gateway.prepare` runs the registration hooks, and the application's cleanup contexts
+(:mod:`resayil_gateway.app`) start and stop each resource. Build one from configuration with
+:func:`resayil_gateway.bootstrap.gateway_from_config`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pluggy
-from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .api.metrics import Metrics
+from .auth.account_changes import AccountChanges
 from .auth.accounts import AccountService
 from .auth.api_keys import KeyService
+from .background import BackgroundTasks
 from .billing.ledger import Ledger
+from .billing.metering import Metering
+from .billing.plans import PlanService
 from .billing.usage import UsageRecorder
 from .clock import Clock
-from .config import ConfigError, Section, Settings, load_settings
-from .domain import Event
+from .config import ConfigError, Settings
+from .domain import Caller, Event, ModelInfo, Usage
 from .events.bus import Events
-from .plugins import make_plugin_manager
+from .hookcalls import all_results, first_result, notify_each
+from .metrics import Metrics
 from .routing.admission import Admission
 from .routing.backends import Backend
 from .routing.catalog import Catalog
 from .state import SharedState, make_state
 from .store import Store
-from .store.tables import audit
+from .store.audit import record_audit
 
 log = logging.getLogger("resayil.gateway")
 
 
 class Gateway:
-    """Everything a request or a command needs, wired once."""
+    """Everything a request or a command needs, assembled once per process."""
 
     def __init__(
         self,
@@ -57,65 +63,67 @@ class Gateway:
         self.pm = pm
         self.clock = clock or Clock(settings.gateway.timezone)
         self.instance_id = uuid.uuid4().hex
-        self.store = Store(
-            settings.gateway.database_url,
-            pool_size=settings.gateway.db_pool_size,
-            hot_pool_size=settings.gateway.db_hot_pool_size,
-        )
-        gateway = settings.gateway
-        self.state: SharedState = make_state(gateway.redis_url, self.instance_id, gateway.redis_prefix)
+        config = settings.gateway
+        self.store = Store(config.database_url, pool_size=config.db_pool_size, hot_pool_size=config.db_hot_pool_size)
+        self.state: SharedState = make_state(config.redis_url, self.instance_id, config.redis_prefix)
         self.metrics = Metrics()
-        self.accounts = AccountService(self)
-        self.keys = KeyService(self, secret if secret is not None else resolve_secret(settings))
+        self.tasks = BackgroundTasks()
+        self.account_changes = AccountChanges(self.state)
+        self.channels: dict[str, Any] = {}
+        self.events = Events(self.store, self.clock, settings, self.state, self.channels, self._observe, self.track)
         self.ledger = Ledger(
             self.store,
             self.clock,
             self.instance_id,
-            lease=timedelta(seconds=settings.gateway.hold_lease_s),
-            settle_window=settings.gateway.settle_batch_ms / 1000,
+            lease=timedelta(seconds=config.hold_lease_s),
+            settle_window=config.settle_batch_ms / 1000,
         )
-        self.usage = UsageRecorder(self)
+        self.accounts = AccountService(
+            self.store, self.clock, settings, self.ledger, self.account_changes, self.emit, record=self.events.record
+        )
+        self.keys = KeyService(
+            self.store,
+            self.clock,
+            settings,
+            secret if secret is not None else resolve_secret(settings),
+            self.accounts,
+            self.account_changes,
+            self.emit,
+        )
+        self.plans = PlanService(
+            self.store, self.clock, settings, self.ledger, self.account_changes, self.emit, record=self.events.record
+        )
+        self.usage = UsageRecorder(self.store, self.clock)
+        self.metering = Metering(
+            self.ledger,
+            self.usage,
+            self.metrics,
+            settings,
+            self.price,
+            self.emit,
+            self.account_changes,
+            self.tasks,
+        )
         self.admission = Admission()
         self.backends: dict[str, Backend] = {}
         self.payment_providers: dict[str, Any] = {}
-        self.channels: dict[str, Any] = {}
         self.catalog = Catalog(settings.models, self.backends)
-        self.events = Events(self)
-        self._pending: set[asyncio.Future[Any]] = set()
-        self.state.on_broadcast(self._on_broadcast)
-        pm.hook.register_backends(register=self.register_backend, gateway=self)
-        pm.hook.register_payment_providers(register=self._register_named(self.payment_providers), gateway=self)
-        pm.hook.register_channels(register=self._register_named(self.channels), gateway=self)
-        pm.hook.configure.call_historic(kwargs={"gateway": self})
-
-    @classmethod
-    def build(
-        cls,
-        config_path: str | Path | None = None,
-        *,
-        env: Mapping[str, str] | None = None,
-        overrides: Mapping[str, Any] | None = None,
-        plugins: Iterable[Any] = (),
-        load_entrypoints: bool = True,
-        blocked: Iterable[str] = (),
-        clock: Clock | None = None,
-    ) -> Gateway:
-        """Load plugins, read and validate settings, and wire a gateway. Raises ``ConfigError`` or
-        ``PluginError`` with a one-line message on any problem."""
-        env = dict(os.environ if env is None else env)
-        pm = make_plugin_manager(load_entrypoints=load_entrypoints, blocked=blocked, env=env, extra=plugins)
-        sections: dict[str, type[Section]] = {}
-
-        def register(name: str, model: type[Section]) -> None:
-            if name in sections and sections[name] is not model:
-                raise ConfigError(f"settings section [{name}] is registered by two plugins")
-            sections[name] = model
-
-        pm.hook.register_settings(register=register)
-        settings = load_settings(config_path, env=env, plugin_sections=sections, overrides=overrides)
-        return cls(settings, pm, clock=clock)
+        self._prepared = False
 
     # -- registration ------------------------------------------------------------------------------------
+
+    def prepare(self) -> Gateway:
+        """Run the registration hooks once (backends, payment providers, channels, then ``configure``).
+        Opens nothing: backends and providers connect when the application starts. Returns the gateway."""
+        if not self._prepared:
+            self._prepared = True
+            self.pm.hook.register_backends(register=self.register_backend, gateway=self)
+            self.pm.hook.register_payment_providers(
+                register=_register_named(self.payment_providers, "payment provider"), gateway=self
+            )
+            self.pm.hook.register_channels(register=_register_named(self.channels, "channel"), gateway=self)
+            self.pm.hook.configure.call_historic(kwargs={"gateway": self})
+        return self
 
     def register_backend(self, backend: Backend) -> None:
         """Add a backend (called by plugins through ``register_backends``)."""
@@ -128,33 +136,31 @@ class Gateway:
         self.backends[backend.name] = backend
         self.admission.configure(backend.name, backend.max_concurrency)
 
-    @staticmethod
-    def _register_named(target: dict[str, Any]) -> Any:
-        def register(item: Any) -> None:
-            name = getattr(item, "name", None)
-            if not name or name in target:
-                raise ConfigError(f"{item!r} needs a unique name")
-            target[name] = item
-
-        return register
-
-    def track(self, task: asyncio.Future[Any]) -> None:
-        """Keep a background task (a settle after the response was sent) until it finishes."""
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def drain(self) -> None:
-        """Wait for every tracked task: charges settle before shutdown (and before a test reads balances)."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
-
-    # -- events and audit --------------------------------------------------------------------------------
+    # -- hooks the services call -------------------------------------------------------------------------
 
     async def emit(self, event: Event) -> None:
-        """Raise an event no transaction caused: a notification goes to the outbox in its own transaction;
-        ``on_event`` hooks see it after the commit (see ``events/bus.py``; inside a transaction use
-        ``gateway.events.transaction()`` and ``tx.record``)."""
+        """Raise an event after its change committed (or one no transaction caused): a notification goes to the
+        outbox (once per key; see :mod:`resayil_gateway.events.bus`), then ``on_event`` hooks see it."""
         await self.events.emit(event)
+
+    async def _observe(self, event: Event) -> None:
+        """Tell every ``on_event`` implementation (sync or async); their failures are logged, never raised."""
+        failures = await notify_each(self.pm.hook.on_event, event=event, gateway=self)
+        for failure in failures:
+            log.error("an on_event hook failed for %s", event.name, exc_info=failure)
+
+    async def price(self, caller: Caller, model: ModelInfo, backend: str, usage: Usage) -> int:
+        """Credits for ``usage`` from the first ``price_usage`` implementation that answers."""
+        credits = await first_result(
+            self.pm.hook.price_usage, caller=caller, model=model, backend=backend, usage=usage, gateway=self
+        )
+        if credits is None or not isinstance(credits, int) or credits < 0:
+            raise TypeError(f"price_usage must return a non-negative int, got {credits!r}")
+        return int(credits)
+
+    async def refusals(self, caller: Caller, model: ModelInfo) -> list[Any]:
+        """Every ``check_access`` veto for ``caller`` on ``model`` (empty: allowed)."""
+        return await all_results(self.pm.hook.check_access, caller=caller, model=model, gateway=self)
 
     async def audit(
         self,
@@ -165,35 +171,22 @@ class Gateway:
         detail: Mapping[str, Any] | None = None,
     ) -> None:
         """Record an administrative action in the audit table, inside the caller's transaction."""
-        await conn.execute(
-            insert(audit).values(
-                actor=actor,
-                action=action,
-                target=target,
-                detail=dict(detail or {}),
-                created_at=self.clock.now(),
-            )
-        )
+        await record_audit(conn, self.clock.now(), actor, action, target, detail)
 
-    def _on_broadcast(self, topic: str, value: str) -> None:
-        if topic == "account":
-            self.keys.forget_account(int(value))
+    # -- background work ---------------------------------------------------------------------------------
 
-    # -- lifecycle ---------------------------------------------------------------------------------------
+    def track(self, task: Any) -> None:
+        """Keep a background task (a settle after the response was sent) until it finishes."""
+        self.tasks.track(task)
 
-    async def start_services(self) -> None:
-        """Connect shared state and start backends (the store connects lazily)."""
-        await self.state.start()
-        for backend in self.backends.values():
-            await backend.start()
+    async def drain(self) -> None:
+        """Wait for every tracked task: charges settle before shutdown (and before a test reads balances)."""
+        await self.tasks.drain()
 
-    async def stop_services(self) -> None:
-        """Finish pending charges, stop backends, flush batched writes, disconnect."""
+    async def close(self) -> None:
+        """Release everything a command opened (the application's cleanup contexts do this for a server)."""
         await self.drain()
         await self.ledger.close()
-        for backend in self.backends.values():
-            with contextlib.suppress(Exception):
-                await backend.close()
         with contextlib.suppress(Exception):
             await self.usage.flush()
             await self.keys.flush_usage()
@@ -201,17 +194,15 @@ class Gateway:
             await self.state.close()
         await self.store.dispose()
 
-    async def housekeeping(self, interval: float) -> None:
-        """Background upkeep until cancelled: renew this process's hold leases, release holds of dead
-        processes, expire ended plan periods."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.ledger.renew_leases()
-                await self.ledger.release_stale_holds()
-                await self.ledger.expire_due()
-            except Exception:
-                log.exception("housekeeping failed; retrying in %.0f s", interval)
+
+def _register_named(target: dict[str, Any], what: str) -> Callable[[Any], None]:
+    def register(item: Any) -> None:
+        name = getattr(item, "name", None)
+        if not name or name in target:
+            raise ConfigError(f"{what} {item!r} needs a unique name")
+        target[name] = item
+
+    return register
 
 
 def resolve_secret(settings: Settings) -> bytes:

@@ -6,10 +6,16 @@ A plugin is a module (or object) with functions named like the hooks below, deco
     [project.entry-points.resayil_gateway]
     hello = "resayil_hello.plugin"
 
-Implementations may be plain functions or ``async def``; the core awaits what needs awaiting. One trap:
-under ``firstresult`` hooks (``authenticate``, ``choose_backend``, ``price_usage``) an ``async def``
-returns a coroutine, which is never ``None``, so it always wins. A firstresult implementation that does not
-apply must return ``None`` from a plain ``def``; if it needs I/O, return an awaitable only when it applies.
+Two kinds of hook:
+
+- **Per-request and lifecycle hooks** (``authenticate``, ``check_access``, ``choose_backend``, ``price_usage``,
+  ``on_event``, ``lifespan``) may be plain functions or ``async def``: the core awaits each answer before it
+  decides, so an ``async def`` firstresult implementation that returns ``None`` lets the next plugin decide,
+  exactly as a plain one does. (Hook wrappers are not supported on these.)
+- **Registration hooks** (``register_*``, ``configure``) run while the gateway, the application or the
+  command line is assembled, before or outside the event loop: they must be plain functions, and
+  registering an ``async def`` implementation of one fails at once (:data:`SYNC_ONLY`). Do I/O in
+  ``lifespan`` or in your backend's ``start``.
 
 The core's own behaviour (API-key auth, access rules, pricing, routing) is itself a plugin in
 ``resayil_gateway.default_plugins``, marked ``trylast`` so that any installed plugin wins.
@@ -32,6 +38,20 @@ if TYPE_CHECKING:
     from .routing.backends import Backend, Route
 
 hookspec = pluggy.HookspecMarker("resayil_gateway")
+hookimpl = pluggy.HookimplMarker("resayil_gateway")
+
+SYNC_ONLY = frozenset(
+    {
+        "configure",
+        "register_settings",
+        "register_backends",
+        "register_payment_providers",
+        "register_channels",
+        "register_routes",
+        "register_commands",
+    }
+)
+"""Hooks that must be implemented by plain functions (the plugin manager refuses ``async def`` ones)."""
 
 __all__ = [
     "authenticate",
@@ -127,7 +147,7 @@ def check_access(caller: Caller, model: ModelInfo, gateway: Gateway) -> GatewayE
 
     Return :class:`resayil_gateway.errors.ModelNotFound` to hide the model as if it did not exist, or
     :class:`resayil_gateway.errors.PermissionDenied` when the plan does not allow it. Also used to filter
-    ``GET /v1/models``. Per request: no I/O.
+    ``GET /v1/models``. May be ``async``; per request, so cache what you look up.
     """
 
 
@@ -136,7 +156,8 @@ def choose_backend(caller: Caller, chat_request: ChatRequest, model: ModelInfo, 
     """Decide where a request runs: return a :class:`resayil_gateway.routing.backends.Route`, or ``None``.
 
     Failover lives here: read queue depths (``gateway.admission``) and choose another backend and model.
-    The caller is billed at the requested model's price whatever the route. Per request: no I/O.
+    The caller is billed at the requested model's price whatever the route. Per request: may be ``async``
+    (shared queue depth, the cloud budget), but keep it to one round trip at most.
     """
 
 

@@ -16,9 +16,11 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .hookcalls import await_me_maybe
+from .hookspecs import SYNC_ONLY, hookimpl
 
 PROJECT = "resayil_gateway"
-hookimpl = pluggy.HookimplMarker(PROJECT)
+__all__ = ["DEFAULT_PLUGINS", "PluginError", "await_me_maybe", "hookimpl", "make_plugin_manager", "plugin_list"]
 
 DEFAULT_PLUGINS = (
     "resayil_gateway.default_plugins.api_key_auth",
@@ -69,7 +71,20 @@ def make_plugin_manager(
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin {exc.plugin!r}: {_one_line(exc)}") from None
+    _refuse_async_registration(pm)
     return pm
+
+
+def _refuse_async_registration(pm: pluggy.PluginManager) -> None:
+    """Registration hooks run outside the event loop: an ``async def`` one would silently never run."""
+    for name in SYNC_ONLY:
+        for impl in getattr(pm.hook, name).get_hookimpls():
+            function = impl.function
+            if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r}: hook {name} must be a plain function, not async "
+                    "(do I/O in lifespan or in a backend's start)"
+                )
 
 
 def _load_entrypoints(pm: pluggy.PluginManager, only: set[str] | None, disabled: set[str]) -> None:
@@ -106,12 +121,3 @@ def plugin_list(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
         rows.append({"name": name, "version": versions.get(id(plugin)), "hooks": hooks})
     return rows
-
-
-async def await_me_maybe(value: Any) -> Any:
-    """Resolve a hook result that may be a value, a callable returning one, or an awaitable."""
-    if callable(value):
-        value = value()
-    if inspect.isawaitable(value):
-        value = await value
-    return value

@@ -57,10 +57,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_one(
-    make_gateway: Callable[[], Gateway], sock: socket.socket, access_log: bool, parent: int | None = None
-) -> None:
-    gateway = make_gateway()
+def _run_one(gateway: Gateway, sock: socket.socket, access_log: bool, parent: int | None = None) -> None:
     app = create_app(gateway)
     if parent is not None:
         app.cleanup_ctx.append(functools.partial(_stop_when_orphaned, parent=parent))
@@ -76,21 +73,24 @@ def _run_one(
 
 
 def serve(
+    gateway: Gateway,
     make_gateway: Callable[[], Gateway],
     host: str,
     port: int,
     workers: int = 1,
     access_log: bool = True,
 ) -> int:
-    """Migrate the schema, bind ``host:port`` and serve until SIGTERM/SIGINT; returns the exit status."""
-    gateway = make_gateway()
+    """Migrate the schema, bind ``host:port`` and serve until SIGTERM/SIGINT; returns the exit status.
+
+    One gateway per process: ``gateway`` serves when there is one worker (and only prepares otherwise); each
+    forked worker builds its own with ``make_gateway`` (connections never cross a fork)."""
     check_workers(gateway, workers)
     asyncio.run(_prepare(gateway))
     sock = _bind(host, port)
     bound = sock.getsockname()
     log.info("Resayil Gateway listening on http://%s:%s with %d worker(s)", bound[0], bound[1], workers)
     if workers <= 1:
-        _run_one(make_gateway, sock, access_log)
+        _run_one(gateway, sock, access_log)
         return 0
     own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     if own_dir:
@@ -137,7 +137,7 @@ def _spawn(make_gateway: Callable[[], Gateway], sock: socket.socket, access_log:
             # prometheus_client picks its value store when first imported (before the fork, single-process):
             # pick again so this worker's metrics go to the shared directory /metrics aggregates.
             prometheus_values.ValueClass = prometheus_values.get_value_class()
-            _run_one(make_gateway, sock, access_log, parent)
+            _run_one(make_gateway(), sock, access_log, parent)
         except BaseException:
             log.exception("worker %d failed", os.getpid())
             code = 1

@@ -1,20 +1,15 @@
 """What a plugin author needs to test a plugin on its own: a fake clock, a scripted backend, a migrated
 gateway on SQLite or PostgreSQL, and pytest fixtures that run a test on both stores.
 
-The core registers this module as a pytest plugin (entry point ``pytest11``), so its fixtures are available
-in any test suite once ``resayil-gateway`` is installed. ``async def test_x(gateway): ...`` runs once on
-SQLite + in-process state and once on PostgreSQL + Redis (skipped, with the reason, when they are not
-reachable). ``RESAYIL_TEST_POSTGRES`` and ``RESAYIL_TEST_REDIS`` override the default addresses;
-``RESAYIL_TEST_STACKS=sqlite`` limits the stacks.
+The pytest fixtures built on these live in :mod:`resayil_gateway.pytest_plugin`, which the core registers
+(entry point ``pytest11``) so they are available in any test suite once ``resayil-gateway`` is installed;
+that module only adds named fixtures and changes nothing else in anyone's test session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
-import shutil
-import types
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .bootstrap import gateway_from_config
 from .clock import Clock
 from .domain import (
     BackendKind,
@@ -206,7 +202,7 @@ def build_gateway(
             merged[section] = {**merged[section], **values}
         else:
             merged[section] = values
-    return Gateway.build(
+    return gateway_from_config(
         None,
         env=env if env is not None else {},
         overrides=merged,
@@ -235,11 +231,9 @@ async def seed_account(
     role: str = "user",
 ) -> SeededAccount:
     """Create an account with ``credits`` top-up credits, an optional plan, and one API key."""
-    from .billing.plans import activate_plan
-
     account = await gateway.accounts.create(email, phone, "test-password-123", role=role)
     if plan is not None:
-        await activate_plan(gateway, account.id, plan, ref=f"seed-plan:{account.id}", actor="test")
+        await gateway.plans.activate(account.id, plan, ref=f"seed-plan:{account.id}", actor="test")
     if credits:
         await gateway.ledger.grant(account.id, credits, bucket="topup", ref=f"seed:{account.id}", reason="topup")
     key = await gateway.keys.create(account.id, "test", enforce_limit=False)
@@ -312,112 +306,6 @@ async def _on_store(url: str, action: Callable[[Store], Awaitable[None]]) -> Non
         await action(store)
     finally:
         await store.dispose()
-
-
-# -- pytest fixtures -------------------------------------------------------------------------------------
-
-try:
-    import pytest
-except ImportError:  # pragma: no cover - fixtures are for test runs only
-    pytest = None  # type: ignore[assignment]
-
-if pytest is not None:
-    _STACKS = [name.strip() for name in os.environ.get("RESAYIL_TEST_STACKS", "sqlite,postgres").split(",")]
-
-    @pytest.fixture(autouse=True)
-    def _aioresponses_compat(monkeypatch: Any) -> None:
-        """Let aioresponses (0.7.9) build responses on aiohttp >= 3.12, which added ``stream_writer``; a no-op
-        where aioresponses is not installed or already compatible."""
-        try:
-            import aioresponses.core
-            from aiohttp import ClientResponse
-        except ImportError:
-            return
-        if "stream_writer" not in inspect.signature(ClientResponse.__init__).parameters:
-            return
-
-        class CompatResponse(ClientResponse):
-            def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
-                kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
-                super().__init__(method, url, **kwargs)
-
-        monkeypatch.setattr(aioresponses.core, "ClientResponse", CompatResponse)
-
-    @pytest.fixture(scope="session")
-    def _sqlite_template(tmp_path_factory: Any) -> Path:
-        path = tmp_path_factory.mktemp("template") / "template.db"
-        return asyncio.run(create_sqlite_template(path))
-
-    @pytest.fixture(scope="session")
-    def _postgres_database() -> Any:
-        reason = asyncio.run(_postgres_reachable())
-        if reason:
-            yield None, reason
-            return
-        url = asyncio.run(create_postgres_database())
-        yield url, None
-        asyncio.run(drop_postgres_database(url))
-
-    @pytest.fixture(params=[s for s in ("sqlite", "postgres") if s in _STACKS])
-    def stack(request: Any) -> str:
-        """Which store and state the test runs on: ``sqlite`` (in-process) or ``postgres`` (with Redis)."""
-        return str(request.param)
-
-    @dataclass
-    class StackInfo:
-        """Where a test's gateway keeps its data."""
-
-        name: str
-        database_url: str
-        redis_url: str
-        # parallel test runs share one Redis: each test keeps its keys apart
-        redis_prefix: str = field(default_factory=lambda: "t" + uuid.uuid4().hex[:12])
-
-    @pytest.fixture
-    def stack_info(stack: str, request: Any, tmp_path: Path) -> StackInfo:
-        """The database and Redis URLs of the current stack, with a clean schema."""
-        if stack == "sqlite":
-            template: Path = request.getfixturevalue("_sqlite_template")
-            target = tmp_path / "resayil.db"
-            shutil.copyfile(template, target)
-            return StackInfo("sqlite", f"sqlite+aiosqlite:///{target}", "")
-        url, reason = request.getfixturevalue("_postgres_database")
-        if url is None:
-            pytest.skip(reason)
-        asyncio.run(_on_store(url, truncate_all))
-        return StackInfo("postgres", url, REDIS_URL)
-
-    @pytest.fixture
-    def clock() -> FakeClock:
-        """A fake clock starting at 2026-01-15 09:00 UTC."""
-        return FakeClock()
-
-    @pytest.fixture
-    def fake_backend() -> FakeBackend:
-        """A scripted local backend serving ``fake-small`` and ``fake-medium``."""
-        return FakeBackend()
-
-    @pytest.fixture
-    async def make_gateway(stack_info: StackInfo) -> AsyncIterator[Any]:
-        """A factory of gateways on the current stack; every gateway it made is disposed of afterwards."""
-        made: list[Gateway] = []
-
-        def factory(**kwargs: Any) -> Gateway:
-            kwargs.setdefault("redis_url", stack_info.redis_url)
-            kwargs.setdefault("redis_prefix", stack_info.redis_prefix)
-            gateway = build_gateway(stack_info.database_url, **kwargs)
-            made.append(gateway)
-            return gateway
-
-        yield factory
-        for gateway in made:
-            await gateway.store.dispose()
-
-    @pytest.fixture
-    async def gateway(make_gateway: Any, clock: FakeClock) -> Gateway:
-        """A migrated gateway on the current stack with the fake clock and no backends."""
-        gateway: Gateway = make_gateway(clock=clock)
-        return gateway
 
 
 def describe_stacks() -> str:

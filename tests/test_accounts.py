@@ -102,16 +102,38 @@ async def test_keys_per_account_are_limited_by_plan(gateway):
 
 
 async def test_authentication_is_served_from_the_cache_until_a_revocation(gateway):
+    await gateway.state.start()  # the invalidation channel is alive: cached callers can be trusted
+    try:
+        account = await gateway.accounts.create("amal@example.com", "50000001", "correct horse battery")
+        new = await gateway.keys.create(account.id, "k")
+        caller = await gateway.keys.authenticate(f"Bearer {new.secret}")
+        assert (caller.account_id, caller.key_prefix, caller.plan) == (account.id, new.secret[:12], "basic")
+        async with gateway.store.begin() as conn:  # a cached caller needs no store round trip
+            await conn.execute(api_keys.delete())
+        assert (await gateway.keys.authenticate(f"Bearer {new.secret}")).account_id == account.id
+        gateway.keys.forget_account(account.id)
+        with pytest.raises(AuthenticationFailed):
+            await gateway.keys.authenticate(f"Bearer {new.secret}")
+    finally:
+        await gateway.state.close()
+
+
+async def test_cached_keys_are_not_trusted_while_the_invalidation_channel_is_down(make_gateway, stack):
+    if stack != "postgres":
+        pytest.skip("the channel is Redis; in-process state is always alive")
+    gateway = make_gateway()
     account = await gateway.accounts.create("amal@example.com", "50000001", "correct horse battery")
     new = await gateway.keys.create(account.id, "k")
-    caller = await gateway.keys.authenticate(f"Bearer {new.secret}")
-    assert (caller.account_id, caller.key_prefix, caller.plan) == (account.id, new.secret[:12], "basic")
-    async with gateway.store.begin() as conn:  # a cached caller needs no store round trip
-        await conn.execute(api_keys.delete())
-    assert (await gateway.keys.authenticate(f"Bearer {new.secret}")).account_id == account.id
-    gateway.keys.forget_account(account.id)
-    with pytest.raises(AuthenticationFailed):
+    await gateway.state.start()
+    try:
         await gateway.keys.authenticate(f"Bearer {new.secret}")
+        await gateway.state.close()  # the subscription is gone, as when Redis is unreachable
+        async with gateway.store.begin() as conn:  # revoked by another process that could not broadcast
+            await conn.execute(api_keys.update().values(revoked_at=gateway.clock.now()))
+        with pytest.raises(AuthenticationFailed, match="revoked"):
+            await gateway.keys.authenticate(f"Bearer {new.secret}")
+    finally:
+        await gateway.state.close()
 
 
 async def test_disabled_account_keys_are_refused(gateway):

@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import func, select
 from test_notifications_channel import EventRecorder
 
-from resayil_gateway.billing.plans import activate_plan
 from resayil_gateway.domain import Event
 from resayil_gateway.store.tables import audit, outbox, subscriptions
 
@@ -53,7 +52,8 @@ async def test_a_rolled_back_change_sends_nothing_and_tells_no_one(observed, rec
 
     with pytest.raises(Boom):
         async with observed.events.transaction() as tx:
-            await activate_plan(observed, account.id, "pro", ref="order-1", actor="test", conn=tx.conn)
+            activation = await observed.plans.activate(account.id, "pro", ref="order-1", actor="test", conn=tx.conn)
+            tx.after_commit(lambda: observed.plans.announce(activation))
             await tx.record(Event("key.created", {"prefix": "rsk-x"}, account.id))
             tx.after_commit(mark)
             raise Boom
@@ -70,16 +70,21 @@ async def audit_rows(gateway):
         return (await conn.execute(select(audit))).all()
 
 
-async def test_events_and_broadcasts_of_a_plan_activation_come_after_its_commit(observed, recorder):
+async def test_a_plan_activation_is_observed_and_broadcast_after_its_commit_with_its_messages(observed, recorder):
     account = await observed.accounts.create("amal@example.com", "+96550000001", "test-password-123")
     seen_inside: list[list[str]] = []
     async with observed.events.transaction() as tx:
-        await activate_plan(observed, account.id, "pro", ref="order-1", actor="test", conn=tx.conn)
+        activation = await observed.plans.activate(account.id, "pro", ref="order-1", actor="test", conn=tx.conn)
+        tx.after_commit(lambda: observed.plans.announce(activation))
         seen_inside.append(recorder.names())
         assert observed.broadcasts == []
     assert seen_inside == [["account.created"]]
     assert recorder.names() == ["account.created", "plan.activated"]
-    assert observed.broadcasts == [("account", str(account.id))]
+    assert ("account", str(account.id)) in observed.broadcasts
+    assert [(row.event, row.dedupe_key) for row in await observed.events.outbox.list()] == [
+        ("plan.activated", "plan:order-1>+96550000001"),
+        ("account.created", f"account.created:{account.id}>+96550000001"),
+    ]
 
 
 async def test_registration_its_welcome_credits_and_its_message_commit_together(make_gateway, clock, recorder):
@@ -89,14 +94,6 @@ async def test_registration_its_welcome_credits_and_its_message_commit_together(
     assert recorder.names() == ["account.created"]
     (row,) = await gateway.events.outbox.list()
     assert (row.event, row.recipient, row.payload["credits"]) == ("account.created", "+96550000001", 25)
-
-
-async def test_a_connection_not_opened_as_an_event_transaction_is_refused_for_plan_activation(observed):
-    account = await observed.accounts.create("amal@example.com", "+96550000001", "test-password-123")
-    with pytest.raises(RuntimeError, match=r"gateway\.events\.transaction"):
-        async with observed.store.begin() as conn:
-            await activate_plan(observed, account.id, "pro", ref="order-1", actor="test", conn=conn)
-    assert await count(observed, subscriptions) == 0
 
 
 async def test_an_event_no_transaction_caused_is_observed_at_once(observed, recorder):

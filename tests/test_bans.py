@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from test_notifications_channel import ChannelPlugin, FakeChannel
 
-from resayil_gateway.api.keys import GATEWAY
 from resayil_gateway.app import create_app
 from resayil_gateway.cli import build_cli
 from resayil_gateway.events.auth_failures import forwarded_client, record_login_failure
@@ -25,6 +24,7 @@ from resayil_gateway.logs import TEXT_FORMAT, JsonFormatter
 from resayil_gateway.plugins import make_plugin_manager
 from resayil_gateway.store.tables import audit
 from resayil_gateway.testing import TEST_SECRET
+from resayil_gateway.web_keys import GATEWAY
 
 FILTER = Path(__file__).parent.parent / "examples" / "fail2ban" / "filter.d" / "resayil-gateway.conf"
 BAD_KEY = {"Authorization": "Bearer rsk-" + "Z" * 43}
@@ -81,7 +81,8 @@ def login_request(gateway, forwarded_for: str):
 
 def test_a_failed_web_login_is_logged_in_the_same_line(make_gateway, caplog):
     caplog.set_level(logging.WARNING, logger="resayil.auth")
-    record_login_failure(login_request(make_gateway(overrides=PROXIES), "2001:db8::7"), "bad credentials")
+    trusted = PROXIES["gateway"]["trusted_proxies"]
+    record_login_failure(login_request(make_gateway(overrides=PROXIES), "2001:db8::7"), trusted, "bad credentials")
     assert "AUTH_FAILURE ip=2001:db8::7 kind=web_login reason=bad_credentials path=/login" in caplog.text
 
 
@@ -103,7 +104,7 @@ async def test_the_fail2ban_filter_matches_the_gateways_real_log_output(make_gat
         await client.get("/v1/models", headers={**BAD_KEY, "X-Forwarded-For": "198.51.100.23"})
         await client.get("/v1/models", headers={"X-Forwarded-For": "2001:db8::7"})
         await client.get("/healthz", headers={"X-Forwarded-For": "192.0.2.99"})  # not a failure
-        record_login_failure(login_request(gateway, "192.0.2.5"))
+        record_login_failure(login_request(gateway, "192.0.2.5"), gateway.settings.gateway.trusted_proxies)
         logging.getLogger("resayil.app").info("AUTH_FAILURE is mentioned here but not in the line format")
     finally:
         for handler in handlers:

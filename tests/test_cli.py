@@ -327,7 +327,11 @@ def test_credits_grant_adds_top_up_credits_with_the_reason_in_the_ledger_and_aud
     assert tuple(entry) == ("adjustment", "cli", 50, "welcome gift")
     (record,) = resayil.rows(select(audit.c.action, audit.c.detail))
     assert record.action == "credits.adjusted"
-    assert record.detail == {"delta": 50, "reason": "welcome gift"}
+    assert {name: record.detail[name] for name in ("delta", "reason", "bucket")} == {
+        "delta": 50,
+        "reason": "welcome gift",
+        "bucket": "topup",
+    }
 
 
 def test_credits_grant_with_a_repeated_ref_applies_once(resayil):

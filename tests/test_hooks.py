@@ -18,7 +18,6 @@ from aiohttp import web
 from click.testing import CliRunner
 
 from resayil_gateway import hookimpl, hookspecs
-from resayil_gateway.api.keys import GATEWAY
 from resayil_gateway.app import create_app
 from resayil_gateway.cli import build_cli
 from resayil_gateway.config import ConfigError, Section
@@ -28,6 +27,7 @@ from resayil_gateway.gateway import Gateway
 from resayil_gateway.plugins import make_plugin_manager
 from resayil_gateway.routing.backends import Route
 from resayil_gateway.testing import FakeBackend, FakeBackendPlugin, build_gateway, seed_account
+from resayil_gateway.web_keys import GATEWAY
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = {

@@ -7,12 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_notifications_channel import ChannelPlugin, FakeChannel
+from test_notifications_channel import ChannelPlugin, FakeChannel, charge, worker_for
 
-from resayil_gateway.billing.plans import activate_plan
 from resayil_gateway.events import templates as templates_module
 from resayil_gateway.events.catalog import NOTIFICATIONS
-from resayil_gateway.events.delivery import DeliveryWorker
 from resayil_gateway.events.notifications import cloud_budget, record_topup_confirmed
 from resayil_gateway.events.reminders import send_renewal_reminders
 from resayil_gateway.events.templates import TemplateError, Templates, template_problems
@@ -30,7 +28,7 @@ def channel():
 @pytest.fixture
 async def notified(make_gateway, clock, channel):
     gateway = make_gateway(clock=clock, plugins=[ChannelPlugin(channel)])
-    gateway.worker = DeliveryWorker(gateway)
+    gateway.worker = worker_for(gateway)
     return gateway
 
 
@@ -100,7 +98,7 @@ async def test_welcome_on_registration(notified, channel):
 async def test_subscription_confirmed_with_plan_credits_and_expiry(notified, channel):
     account = await create_user(notified)
     await deliver(notified, channel)
-    await activate_plan(notified, account.id, "pro", ref="order-1", actor="test")
+    await notified.plans.activate(account.id, "pro", ref="order-1", actor="test")
     (message,) = await deliver(notified, channel)
     assert message.recipient == USER_PHONE
     arabic_then_english(
@@ -108,16 +106,8 @@ async def test_subscription_confirmed_with_plan_credits_and_expiry(notified, cha
         "تم تفعيل باقة الاحترافية حتى 2026-02-14. أُضيف 500 رصيد",
         "Your Pro plan is active until 2026-02-14. 500 credits were added.",
     )
-    await activate_plan(notified, account.id, "pro", ref="order-1", actor="test")  # the same order again
+    await notified.plans.activate(account.id, "pro", ref="order-1", actor="test")  # the same order again
     assert await deliver(notified, channel) == []
-
-
-async def charge(gateway, account_id, cost, hold_id):
-    await gateway.ledger.reserve(hold_id, account_id, cost)
-    settled = await gateway.ledger.settle(hold_id, cost, account_id=account_id)
-    gateway.events.credit_alerts.after_charge(settled)
-    await gateway.drain()
-    return settled
 
 
 async def test_credit_warning_once_below_the_ratio_of_the_amount_after_the_latest_grant(notified, channel):
@@ -169,20 +159,20 @@ async def test_top_up_confirmed_with_credits_added_and_new_balance(notified, cha
 
 async def test_renewal_reminder_three_days_before_expiry_once_per_period(notified, channel, clock):
     account = await create_user(notified)
-    await activate_plan(notified, account.id, "basic", ref="order-1", actor="test")
+    await notified.plans.activate(account.id, "basic", ref="order-1", actor="test")
     await deliver(notified, channel)
     clock.advance(days=26)
-    assert await send_renewal_reminders(notified) == 0
+    assert await send_renewal_reminders(notified.events, notified.settings) == 0
     clock.advance(days=1, hours=1)
-    assert await send_renewal_reminders(notified) == 1
-    assert await send_renewal_reminders(notified) == 0
+    assert await send_renewal_reminders(notified.events, notified.settings) == 1
+    assert await send_renewal_reminders(notified.events, notified.settings) == 0
     (message,) = await deliver(notified, channel)
     arabic_then_english(
         message.text, "تنتهي باقة الأساسية خلال 3 أيام (2026-02-14)", "Your Basic plan expires in 3 days (2026-02-14)."
     )
-    await activate_plan(notified, account.id, "basic", ref="order-2", actor="test")  # renewed: a new period
+    await notified.plans.activate(account.id, "basic", ref="order-2", actor="test")  # renewed: a new period
     clock.advance(days=30)
-    assert await send_renewal_reminders(notified) == 1
+    assert await send_renewal_reminders(notified.events, notified.settings) == 1
 
 
 async def test_cloud_budget_alerts_reach_every_admin_once_a_day(notified, channel):
@@ -224,7 +214,7 @@ async def test_new_enterprise_customer_alert_with_name_email_and_plan(notified, 
     await create_user(notified, "boss@example.com", ADMIN_PHONE, "Boss", role="admin")
     account = await create_user(notified, "ceo@corp.example", USER_PHONE, "Corp CEO")
     await deliver(notified, channel)
-    await activate_plan(notified, account.id, "enterprise", ref="order-9", actor="test")
+    await notified.plans.activate(account.id, "enterprise", ref="order-9", actor="test")
     sent = await deliver(notified, channel)
     assert sorted((m.event, m.recipient) for m in sent) == [
         ("enterprise.customer", ADMIN_PHONE),
@@ -237,7 +227,7 @@ async def test_new_enterprise_customer_alert_with_name_email_and_plan(notified, 
         "عميل مؤسسات جديد: Corp CEO (ceo@corp.example، +96550000001) على باقة المؤسسات",
         "New Enterprise customer: Corp CEO (ceo@corp.example, +96550000001) on the Enterprise plan.",
     )
-    await activate_plan(notified, account.id, "enterprise", ref="order-10", actor="test")  # an extension
+    await notified.plans.activate(account.id, "enterprise", ref="order-10", actor="test")  # an extension
     assert [m.event for m in await deliver(notified, channel)] == ["plan.activated"]
 
 
@@ -261,6 +251,6 @@ async def test_the_reminder_day_count_is_a_setting(make_gateway, clock, channel)
         clock=clock, plugins=[ChannelPlugin(channel)], overrides={"notifications": {"renewal_reminder_days": 7}}
     )
     account = await create_user(gateway)
-    await activate_plan(gateway, account.id, "basic", ref="o", actor="test", period=timedelta(days=8))
+    await gateway.plans.activate(account.id, "basic", ref="o", actor="test", period=timedelta(days=8))
     clock.advance(days=1, hours=1)
-    assert await send_renewal_reminders(gateway) == 1
+    assert await send_renewal_reminders(gateway.events, gateway.settings) == 1

@@ -67,3 +67,29 @@ class EventRecorder:
 
     def names(self) -> list[str]:
         return [event.name for event in self.events]
+
+
+def worker_for(gateway: Any) -> Any:
+    """The delivery worker the application runs, for ``gateway``."""
+    from resayil_gateway.events.delivery import DeliveryWorker
+
+    return DeliveryWorker(
+        gateway.events, gateway.channels, gateway.settings.notifications, gateway.clock, gateway.metrics
+    )
+
+
+async def charge(gateway: Any, account_id: int, cost: int, hold_id: str) -> Any:
+    """Hold and settle ``cost`` as a request would, and tell the gateway what metering tells it."""
+    from resayil_gateway.domain import Event
+
+    await gateway.ledger.reserve(hold_id, account_id, cost)
+    settled = await gateway.ledger.settle(hold_id, cost, account_id=account_id)
+    data = {
+        "model": "m",
+        "credits": settled.charged,
+        "uncollected": settled.uncollected,
+        "balance": settled.balance_after,
+    }
+    await gateway.emit(Event("request.charged", data, account_id))
+    await gateway.drain()
+    return settled

@@ -8,11 +8,11 @@ import contextlib
 
 import pytest
 from sqlalchemy import select
-from test_notifications_channel import ChannelPlugin, FakeChannel
+from test_notifications_channel import ChannelPlugin, FakeChannel, worker_for
 
 from resayil_gateway.domain import Event
 from resayil_gateway.events.channels import PermanentDeliveryError, TransientDeliveryError
-from resayil_gateway.events.delivery import DeliveryWorker, backoff
+from resayil_gateway.events.delivery import backoff
 from resayil_gateway.store.tables import outbox
 
 RETRIES = {"notifications": {"max_attempts": 3, "backoff_base_s": 10, "backoff_max_s": 3600, "lease_s": 60}}
@@ -37,7 +37,7 @@ def test_backoff_doubles_from_the_base_up_to_the_cap_with_jitter():
 async def test_a_failing_provider_is_retried_with_backoff_then_marked_failed_with_the_error_kept(make_gateway, clock):
     channel = FakeChannel()
     gateway = make_gateway(clock=clock, plugins=[ChannelPlugin(channel)], overrides=RETRIES)
-    worker = DeliveryWorker(gateway)
+    worker = worker_for(gateway)
     await queue_bans(gateway, 1)
     channel.failures = [TransientDeliveryError(f"HTTP 503 try {n}") for n in (1, 2, 3)]
     assert await worker.deliver_due() == 1
@@ -69,7 +69,7 @@ async def test_a_permanent_failure_is_not_retried(make_gateway, clock):
     gateway = make_gateway(clock=clock, plugins=[ChannelPlugin(channel)], overrides=RETRIES)
     await queue_bans(gateway, 1)
     channel.failures = [PermanentDeliveryError("invalid recipient")]
-    await DeliveryWorker(gateway).deliver_all()
+    await worker_for(gateway).deliver_all()
     (row,) = await rows(gateway)
     assert (row.status, row.attempts, row.last_error) == ("failed", 1, "invalid recipient")
 
@@ -79,7 +79,7 @@ async def test_a_restart_in_the_middle_of_delivery_loses_nothing_and_repeats_not
     crashing.hold_after = 2
     first = make_gateway(clock=clock, plugins=[ChannelPlugin(crashing)], overrides=RETRIES)
     await queue_bans(first, 4)
-    delivering = asyncio.ensure_future(DeliveryWorker(first).deliver_due())
+    delivering = asyncio.ensure_future(worker_for(first).deliver_due())
     await crashing.holding.wait()
     delivering.cancel()  # the process dies while the provider has the third message
     with contextlib.suppress(asyncio.CancelledError):
@@ -88,7 +88,7 @@ async def test_a_restart_in_the_middle_of_delivery_loses_nothing_and_repeats_not
 
     channel = FakeChannel()
     second = make_gateway(clock=clock, plugins=[ChannelPlugin(channel)], overrides=RETRIES)
-    worker = DeliveryWorker(second)
+    worker = worker_for(second)
     assert await worker.deliver_all() == 0  # the dead worker's lease still holds
     clock.advance(seconds=60)
     assert await worker.deliver_all() == 2
@@ -109,7 +109,7 @@ async def test_two_workers_on_postgresql_share_the_outbox_without_sending_anythi
     gateways = [make_gateway(clock=clock, plugins=[ChannelPlugin(c)], overrides=settings) for c in channels]
     for n in range(30):
         await gateways[0].emit(Event("ip.banned", {"ip": f"10.0.0.{n}", "jail": "j", "reason": "r"}, key=f"t{n}"))
-    workers = [DeliveryWorker(gateway) for gateway in gateways]
+    workers = [worker_for(gateway) for gateway in gateways]
     tried = await asyncio.gather(*(worker.deliver_all() for worker in workers))
     assert sum(tried) == 30
     assert all(count > 0 for count in tried), tried
@@ -124,7 +124,7 @@ async def test_a_committed_message_wakes_the_worker_and_the_depth_is_on_metrics(
     assert not gateway.events.queued.is_set()
     await queue_bans(gateway, 2)
     assert gateway.events.queued.is_set()  # the worker waits on this between polls
-    worker = DeliveryWorker(gateway)
+    worker = worker_for(gateway)
     await worker.update_depth()
     assert 'resayil_outbox_messages{status="pending"} 2.0' in gateway.metrics.render().decode()
     channel.failures = [TransientDeliveryError("timeout")]

@@ -23,9 +23,9 @@ from ..errors import (
     NoCapacity,
     UpstreamUnavailable,
 )
-from ..plugins import await_me_maybe
+from ..hookcalls import first_result
 from ..routing.backends import Route
-from .keys import GATEWAY, MODEL, REQUEST_ID
+from ..web_keys import GATEWAY, MODEL, REQUEST_ID
 from .openai_format import DONE, ChunkEncoder, completion_body, embeddings_body, error_event
 from .parsing import parse_chat_request, parse_embedding_request, read_json
 
@@ -45,26 +45,28 @@ SSE_HEADERS = {
 
 async def authenticate(request: web.Request, gateway: Gateway) -> Caller:
     """The caller, from the first ``authenticate`` hook that answers; 401 otherwise."""
-    caller = await await_me_maybe(gateway.pm.hook.authenticate(request=request, gateway=gateway))
+    caller = await first_result(gateway.pm.hook.authenticate, request=request, gateway=gateway)
     if caller is None:
         raise AuthenticationFailed("No credentials were accepted.")
     return caller
 
 
-def resolve_model(gateway: Gateway, caller: Caller, name: str) -> ModelInfo:
+async def resolve_model(gateway: Gateway, caller: Caller, name: str) -> ModelInfo:
     """The catalog entry for ``name`` that the caller may use; 404 when unknown or hidden, 403 by plan."""
     model = gateway.catalog.get(name)
     if model is None:
         raise ModelNotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model")
-    for refusal in gateway.pm.hook.check_access(caller=caller, model=model, gateway=gateway):
-        if refusal is not None:
-            raise refusal
+    refusals = await gateway.refusals(caller, model)
+    if refusals:
+        raise refusals[0]
     return model
 
 
-def choose_route(gateway: Gateway, caller: Caller, chat: ChatRequest, model: ModelInfo) -> Route:
+async def choose_route(gateway: Gateway, caller: Caller, chat: ChatRequest, model: ModelInfo) -> Route:
     """Where the request runs, from the first ``choose_backend`` hook that answers; 503 when none can."""
-    route = gateway.pm.hook.choose_backend(caller=caller, chat_request=chat, model=model, gateway=gateway)
+    route = await first_result(
+        gateway.pm.hook.choose_backend, caller=caller, chat_request=chat, model=model, gateway=gateway
+    )
     if route is None:
         raise NoCapacity("No backend can serve this model right now.", headers={"Retry-After": "5"})
     return route
@@ -110,10 +112,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """Answer an OpenAI chat-completions request, streamed or whole."""
     gateway, caller, body = await _caller_and_body(request)
     chat = parse_chat_request(body)
-    model = resolve_model(gateway, caller, chat.model)
+    model = await resolve_model(gateway, caller, chat.model)
     request[MODEL] = model.id
-    route = choose_route(gateway, caller, chat, model)
-    meter = Meter(gateway, caller, model, route.backend.name, request[REQUEST_ID], "chat", chat.stream)
+    route = await choose_route(gateway, caller, chat, model)
+    meter = gateway.metering.meter(caller, model, route.backend.name, request[REQUEST_ID], "chat", chat.stream)
     await meter.reserve(chat.estimated_prompt_tokens(), chat.max_tokens)
     if chat.stream:
         return await _stream(request, gateway, caller, chat, route, meter)
@@ -259,13 +261,13 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     """Answer an OpenAI embeddings request."""
     gateway, caller, body = await _caller_and_body(request)
     embed = parse_embedding_request(body)
-    model = resolve_model(gateway, caller, embed.model)
+    model = await resolve_model(gateway, caller, embed.model)
     request[MODEL] = model.id
     backend = gateway.backends.get(model.backend)
     if backend is None:
         raise NoCapacity("No backend can serve this model right now.", headers={"Retry-After": "5"})
     route = Route(backend, model.name_upstream, model)
-    meter = Meter(gateway, caller, model, backend.name, request[REQUEST_ID], "embeddings", False)
+    meter = gateway.metering.meter(caller, model, backend.name, request[REQUEST_ID], "embeddings", False)
     await meter.reserve(embed.estimated_prompt_tokens(), 0)
     result = await _admitted(gateway, caller, route, meter, lambda: backend.embed(embed, route.upstream_model))
     payload: Any = embeddings_body(model.id, result, embed.encoding_format)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from .keys import GATEWAY
+from ..web_keys import GATEWAY
 
 CHECK_TIMEOUT_S = 3.0
 

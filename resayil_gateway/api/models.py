@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from ..web_keys import GATEWAY
 from .chat import JSON_HEADERS, authenticate, resolve_model
-from .keys import GATEWAY
 from .openai_format import model_list, model_object
 
 
@@ -16,8 +16,7 @@ async def list_models(request: web.Request) -> web.Response:
     caller = await authenticate(request, gateway)
     allowed = []
     for model in gateway.catalog.all():
-        refusals = gateway.pm.hook.check_access(caller=caller, model=model, gateway=gateway)
-        if not any(refusal is not None for refusal in refusals):
+        if not await gateway.refusals(caller, model):
             allowed.append(model)
     return web.Response(body=orjson.dumps(model_list(allowed)), headers=JSON_HEADERS)
 
@@ -26,5 +25,5 @@ async def get_model(request: web.Request) -> web.Response:
     """One model object, or 404 ``model_not_found`` (also for restricted ones)."""
     gateway = request.app[GATEWAY]
     caller = await authenticate(request, gateway)
-    model = resolve_model(gateway, caller, request.match_info["model"])
+    model = await resolve_model(gateway, caller, request.match_info["model"])
     return web.Response(body=orjson.dumps(model_object(model)), headers=JSON_HEADERS)

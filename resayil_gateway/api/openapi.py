@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .. import __version__
 from .parsing import MAX_STOP_SEQUENCES, ROLES
+from .paths import API_PREFIXES
 
 _ERROR = {
     "type": "object",
@@ -168,7 +169,6 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def build_openapi() -> dict[str, Any]:
     """The OpenAPI document for every API route under each prefix."""
-    from .routes import API_PREFIXES
 
     paths: dict[str, Any] = {}
     for prefix in API_PREFIXES:

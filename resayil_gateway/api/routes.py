@@ -9,8 +9,9 @@ from .health import healthz, readyz
 from .metrics import metrics_handler
 from .models import get_model, list_models
 from .openapi import openapi_handler
+from .paths import API_PREFIXES
 
-API_PREFIXES = ("/v1", "/api/v1")
+__all__ = ["API_PREFIXES", "api_routes"]
 
 
 def api_routes() -> list[web.RouteDef]:

@@ -11,13 +11,20 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..events.notifications import welcome
+from ..store.audit import record_audit
 from ..store.tables import accounts, balances, subscriptions
 from .emails import normalize_email
 from .passwords import hash_password, verify_password
 from .phones import normalize_phone
 
 if TYPE_CHECKING:
-    from ..gateway import Gateway
+    from ..billing.ledger import Ledger
+    from ..clock import Clock
+    from ..config import Settings
+    from ..domain import Emit
+    from ..events.unit_of_work import RecordEvent
+    from ..store import Store
+    from .account_changes import AccountChanges
 
 ROLES = ("user", "admin")
 
@@ -73,8 +80,24 @@ def _account(row: Any) -> Account:
 class AccountService:
     """Creates and reads accounts; every change commits with its balance row and emits an event."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        settings: Settings,
+        ledger: Ledger,
+        changes: AccountChanges,
+        emit: Emit,
+        *,
+        record: RecordEvent | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._settings = settings
+        self._ledger = ledger
+        self._changes = changes
+        self._emit = emit
+        self._record = record
 
     async def create(
         self,
@@ -101,11 +124,10 @@ class AccountService:
             raise AccountError(str(exc), "password") from None
         if role not in ROLES:
             raise AccountError(f"role must be one of {', '.join(ROLES)}", "role")
-        now = self.gateway.clock.now()
-        signup = self.gateway.settings.billing.signup_credits
+        now = self._clock.now()
+        signup = self._settings.billing.signup_credits
         try:
-            async with self.gateway.events.transaction() as tx:
-                conn = tx.conn
+            async with self._store.begin() as conn:
                 taken = await conn.execute(
                     select(accounts.c.email, accounts.c.phone).where(
                         or_(accounts.c.email == email, accounts.c.phone == phone)
@@ -131,7 +153,7 @@ class AccountService:
                 account = _account(result.one())
                 await conn.execute(insert(balances).values(account_id=account.id))
                 if signup:
-                    await self.gateway.ledger.grant(
+                    await self._ledger.grant(
                         account.id,
                         signup,
                         bucket="topup",
@@ -140,14 +162,17 @@ class AccountService:
                         actor="system",
                         conn=conn,
                     )
-                await tx.record(welcome(account.id, account.name, email, signup))
+                created = welcome(account.id, account.name, email, role, signup)
+                if self._record is not None:
+                    await self._record(conn, created)  # the welcome message commits with the account
         except IntegrityError:
             raise AccountError("email or phone is already registered", "email") from None
+        await self._emit(created)
         return account
 
     async def get(self, account_id: int) -> Account | None:
         """The account with this id, or None."""
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             row = (await conn.execute(select(*_COLUMNS).where(accounts.c.id == account_id))).first()
         return _account(row) if row else None
 
@@ -161,7 +186,7 @@ class AccountService:
                 condition = accounts.c.phone == normalize_phone(text)
             except ValueError:
                 return None
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             row = (await conn.execute(select(*_COLUMNS).where(condition))).first()
         return _account(row) if row else None
 
@@ -181,7 +206,7 @@ class AccountService:
                 condition = accounts.c.phone == normalize_phone(text)
             except ValueError:
                 return None
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             row = (await conn.execute(select(*_COLUMNS, accounts.c.password_hash).where(condition))).first()
         if row is None or not verify_password(row.password_hash, password):
             return None
@@ -200,21 +225,21 @@ class AccountService:
                     func.lower(accounts.c.name).like(pattern),
                 )
             )
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             return [_account(row) for row in await conn.execute(query)]
 
     async def set_status(self, account_id: int, status: str, actor: str) -> None:
         """Disable or re-enable an account; its keys stop working on the next request."""
         if status not in ("active", "disabled"):
             raise AccountError("status must be active or disabled", "status")
-        async with self.gateway.store.begin() as conn:
+        async with self._store.begin() as conn:
             await conn.execute(update(accounts).where(accounts.c.id == account_id).values(status=status))
-            await self.gateway.audit(conn, actor, f"account.{status}", f"account:{account_id}")
-        await self.gateway.keys.invalidate_account(account_id)
+            await record_audit(conn, self._clock.now(), actor, f"account.{status}", f"account:{account_id}")
+        await self._changes.announce(account_id)
 
     async def plan_of(self, account_id: int) -> tuple[str, datetime | None]:
         """The plan whose rules apply now and when it ends (None for the default plan)."""
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             row = (
                 await conn.execute(
                     select(subscriptions.c.plan, subscriptions.c.period_end).where(
@@ -222,7 +247,7 @@ class AccountService:
                     )
                 )
             ).first()
-        return effective_plan(row, self.gateway.clock.now(), self.gateway.settings.plans)
+        return effective_plan(row, self._clock.now(), self._settings.plans)
 
 
 def effective_plan(row: Any, now: datetime, plans: Any) -> tuple[str, datetime | None]:

@@ -26,11 +26,17 @@ from sqlalchemy import bindparam, func, insert, select, update
 
 from ..domain import Caller, Event
 from ..errors import AuthenticationFailed
+from ..store.audit import record_audit
 from ..store.tables import accounts, api_keys, subscriptions
 from .accounts import effective_plan
 
 if TYPE_CHECKING:
-    from ..gateway import Gateway
+    from ..clock import Clock
+    from ..config import Settings
+    from ..domain import Emit
+    from ..store import Store
+    from .account_changes import AccountChanges
+    from .accounts import AccountService
 
 log = logging.getLogger("resayil.auth")
 
@@ -127,13 +133,29 @@ class _Entry:
 class KeyService:
     """Creates, lists, revokes and authenticates API keys."""
 
-    def __init__(self, gateway: Gateway, secret: bytes) -> None:
-        self.gateway = gateway
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        settings: Settings,
+        secret: bytes,
+        accounts: AccountService,
+        changes: AccountChanges,
+        emit: Emit,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._settings = settings
         self._secret = secret
+        self._accounts = accounts
+        self._changes = changes
+        self._emit = emit
+        changes.subscribe(self.forget_account)
         self._cache: dict[str, _Entry] = {}
         self._by_account: dict[int, set[str]] = {}
         self._usage: dict[int, tuple[int, datetime]] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self.last_announced = True  # whether the last revocation reached the other workers at once
 
     def hash_key(self, key: str) -> str:
         """The keyed hash stored for ``key`` (HMAC-SHA256 with the server secret, hex)."""
@@ -144,11 +166,11 @@ class KeyService:
     ) -> NewKey:
         """Create a key for the account, within its plan's key allowance; the secret is returned once."""
         label = label.strip()[:100]
-        plan_id, _ = await self.gateway.accounts.plan_of(account_id)
-        allowance = self.gateway.settings.plan(plan_id).max_api_keys
+        plan_id, _ = await self._accounts.plan_of(account_id)
+        allowance = self._settings.plan(plan_id).max_api_keys
         secret = generate_key()
-        now = self.gateway.clock.now()
-        async with self.gateway.store.begin() as conn:
+        now = self._clock.now()
+        async with self._store.begin() as conn:
             if enforce_limit:
                 active = await conn.scalar(
                     select(func.count())
@@ -172,9 +194,9 @@ class KeyService:
                     .returning(*_KEY_COLUMNS)
                 )
             ).one()
-            await self.gateway.audit(conn, actor, "key.created", f"account:{account_id}", {"prefix": row.prefix})
+            await record_audit(conn, now, actor, "key.created", f"account:{account_id}", {"prefix": row.prefix})
         key = ApiKey(*row)
-        await self.gateway.emit(Event("key.created", {"prefix": key.prefix, "label": label}, account_id))
+        await self._emit(Event("key.created", {"prefix": key.prefix, "label": label}, account_id))
         return NewKey(key, secret)
 
     async def list(self, account_id: int, include_revoked: bool = False) -> Sequence[ApiKey]:
@@ -183,7 +205,7 @@ class KeyService:
         query = select(*_KEY_COLUMNS).where(api_keys.c.account_id == account_id).order_by(api_keys.c.id.desc())
         if not include_revoked:
             query = query.where(api_keys.c.revoked_at.is_(None))
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             return [ApiKey(*row) for row in await conn.execute(query)]
 
     async def revoke(self, prefix: str, *, account_id: int | None = None, actor: str = "self") -> ApiKey:
@@ -192,8 +214,8 @@ class KeyService:
         query = select(*_KEY_COLUMNS).where(api_keys.c.prefix == prefix, api_keys.c.revoked_at.is_(None))
         if account_id is not None:
             query = query.where(api_keys.c.account_id == account_id)
-        now = self.gateway.clock.now()
-        async with self.gateway.store.begin() as conn:
+        now = self._clock.now()
+        async with self._store.begin() as conn:
             rows = (await conn.execute(query)).all()
             if not rows:
                 raise KeyRefused(f"no active key with prefix {prefix!r}")
@@ -201,15 +223,15 @@ class KeyService:
                 raise KeyRefused(f"prefix {prefix!r} matches {len(rows)} keys; give more characters")
             key = ApiKey(*rows[0])
             await conn.execute(update(api_keys).where(api_keys.c.id == key.id).values(revoked_at=now))
-            await self.gateway.audit(conn, actor, "key.revoked", f"account:{key.account_id}", {"prefix": prefix})
-        await self.invalidate_account(key.account_id)
-        await self.gateway.emit(Event("key.revoked", {"prefix": key.prefix}, key.account_id))
+            await record_audit(conn, now, actor, "key.revoked", f"account:{key.account_id}", {"prefix": prefix})
+        self.last_announced = await self.invalidate_account(key.account_id)
+        await self._emit(Event("key.revoked", {"prefix": key.prefix}, key.account_id))
         return key
 
-    async def invalidate_account(self, account_id: int) -> None:
-        """Forget cached callers of this account here and on every other worker."""
-        self.forget_account(account_id)
-        await self.gateway.state.broadcast("account", str(account_id))
+    async def invalidate_account(self, account_id: int) -> bool:
+        """Forget cached callers of this account here and on every other worker (False: the other workers
+        could not be told now; see :meth:`AccountChanges.announce`)."""
+        return await self._changes.announce(account_id)
 
     def forget_account(self, account_id: int) -> None:
         """Drop this worker's cached callers of the account (called on a broadcast from another worker)."""
@@ -236,9 +258,10 @@ class KeyService:
                 code="malformed_api_key",
             )
         key_hash = self.hash_key(key)
-        now = self.gateway.clock.monotonic()
+        now = self._clock.monotonic()
         entry = self._cache.get(key_hash)
-        if entry is None or entry.expires <= now:
+        if entry is None or entry.expires <= now or not self._changes.trustworthy:
+            # With the invalidation channel down a revocation elsewhere would go unheard: ask the store.
             entry = await self._lookup(key_hash)
         if entry.caller is None:
             if entry.failure == "revoked":
@@ -250,10 +273,10 @@ class KeyService:
         return entry.caller
 
     async def _lookup(self, key_hash: str) -> _Entry:
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             row = (await conn.execute(_LOOKUP, {"key_hash": key_hash})).first()
-        ttl = self.gateway.settings.gateway.auth_cache_ttl_s
-        monotonic = self.gateway.clock.monotonic()
+        ttl = self._settings.gateway.auth_cache_ttl_s
+        monotonic = self._clock.monotonic()
         if row is None:
             entry = _Entry(None, "unknown", monotonic + ttl)
         elif row.revoked_at is not None:
@@ -261,8 +284,8 @@ class KeyService:
         elif row.status != "active":
             entry = _Entry(None, "disabled", monotonic + ttl)
         else:
-            now = self.gateway.clock.now()
-            plan, ends = effective_plan(row, now, self.gateway.settings.plans)
+            now = self._clock.now()
+            plan, ends = effective_plan(row, now, self._settings.plans)
             if ends is not None:
                 ttl = min(ttl, max(0.0, (ends - now).total_seconds()))
             caller = Caller(row.account_id, row.id, row.prefix, plan, row.role, row.email)
@@ -278,8 +301,8 @@ class KeyService:
     def _note_use(self, caller: Caller) -> None:
         if caller.key_id is None:
             return
-        count, _ = self._usage.get(caller.key_id, (0, self.gateway.clock.now()))
-        self._usage[caller.key_id] = (count + 1, self.gateway.clock.now())
+        count, _ = self._usage.get(caller.key_id, (0, self._clock.now()))
+        self._usage[caller.key_id] = (count + 1, self._clock.now())
 
     async def flush_usage(self) -> None:
         """Write the batched request counts and last-used times of keys."""
@@ -296,7 +319,7 @@ class KeyService:
         )
         params = [{"key_id": key_id, "count": count, "used_at": used} for key_id, (count, used) in batch.items()]
         try:
-            async with self.gateway.store.begin_fast() as conn:
+            async with self._store.begin_fast() as conn:
                 await conn.execute(statement, params)
         except Exception:
             log.exception("could not record key usage; will retry")

@@ -13,7 +13,7 @@ ever negative. Replaying an operation with the same reference is a no-op that re
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +23,7 @@ from sqlalchemy import and_, case, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..store.audit import record_audit
 from ..store.tables import accounts, api_keys, balances, holds, ledger
 from .settle_batch import SettleBatcher, SettleItem
 
@@ -272,22 +273,37 @@ class Ledger:
         actor: str,
         ref: str,
         bucket: Bucket = "topup",
-        conn: AsyncConnection | None = None,
     ) -> Entry:
-        """An admin's signed change to a bucket, with a reason; refused if it would go below zero. Pass ``conn``
-        to commit it with its audit row."""
+        """An admin's signed change to a bucket, with a reason; refused if it would go below zero. The audit
+        row (``credits.adjusted``) commits in the same transaction as the ledger row."""
         if not reason.strip():
             raise LedgerError("an adjustment needs a reason")
-        return await self._apply(_Change(account_id, delta, bucket, ref, "adjustment", actor, memo=reason), conn)
 
-    async def _apply(self, change: _Change, conn: AsyncConnection | None = None) -> Entry:
-        """Apply ``change`` in ``conn``'s transaction, or in a new one; a replayed reference returns the first
-        entry (also when two replays race: the loser's unique-key error turns into a read)."""
+        async def audited(conn: AsyncConnection, entry: Entry) -> None:
+            if not entry.replayed:
+                detail = {"delta": delta, "reason": reason, "bucket": bucket, "ref": ref}
+                await record_audit(conn, self.clock.now(), actor, "credits.adjusted", f"account:{account_id}", detail)
+
+        change = _Change(account_id, delta, bucket, ref, "adjustment", actor, memo=reason)
+        return await self._apply(change, also=audited)
+
+    async def _apply(
+        self,
+        change: _Change,
+        conn: AsyncConnection | None = None,
+        also: Callable[[AsyncConnection, Entry], Awaitable[None]] | None = None,
+    ) -> Entry:
+        """Apply ``change`` in ``conn``'s transaction, or in a new one (with ``also`` in the same transaction);
+        a replayed reference returns the first entry (also when two replays race: the loser's unique-key
+        error turns into a read)."""
         if conn is not None:
             return await self._apply_in(conn, change)
         try:
             async with self.store.begin() as own:
-                return await self._apply_in(own, change)
+                entry = await self._apply_in(own, change)
+                if also is not None:
+                    await also(own, entry)
+                return entry
         except IntegrityError:
             existing = await self.by_ref(change.ref)
             if existing is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..domain import Caller, Event, ModelInfo, Usage
@@ -19,7 +20,15 @@ from .pricing import hold_usage
 from .usage import UsageRecord
 
 if TYPE_CHECKING:
-    from ..gateway import Gateway
+    from ..auth.account_changes import AccountChanges
+    from ..background import BackgroundTasks
+    from ..config import Settings
+    from ..domain import Emit
+    from ..metrics import Metrics
+    from .ledger import Ledger
+    from .usage import UsageRecorder
+
+Price = Callable[[Caller, ModelInfo, str, Usage], Awaitable[int]]
 
 log = logging.getLogger("resayil.metering")
 
@@ -27,22 +36,44 @@ SETTLE_ATTEMPTS = 5
 SETTLE_BACKOFF_S = 0.2
 
 
-def price(gateway: Gateway, caller: Caller, model: ModelInfo, backend: str, usage: Usage) -> int:
-    """Credits for ``usage`` through the ``price_usage`` hook (the first plugin that answers)."""
-    credits = gateway.pm.hook.price_usage(caller=caller, model=model, backend=backend, usage=usage, gateway=gateway)
-    if credits is None or not isinstance(credits, int) or credits < 0:
-        raise TypeError(f"price_usage must return a non-negative int, got {credits!r}")
-    return credits
+class Metering:
+    """What a request's billing needs: the ledger, the usage recorder, pricing, metrics and events."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        usage: UsageRecorder,
+        metrics: Metrics,
+        settings: Settings,
+        price: Price,
+        emit: Emit,
+        changes: AccountChanges,
+        tasks: BackgroundTasks,
+    ) -> None:
+        self.ledger = ledger
+        self.usage = usage
+        self.metrics = metrics
+        self.settings = settings
+        self.price = price
+        self.emit = emit
+        self.changes = changes
+        self.tasks = tasks
+
+    def meter(
+        self, caller: Caller, model: ModelInfo, backend: str, request_id: str, endpoint: str, stream: bool
+    ) -> Meter:
+        """The billing life of one request (see :class:`Meter`)."""
+        return Meter(self, caller, model, backend, request_id, endpoint, stream)
 
 
 class Meter:
     """The billing life of one request: ``reserve`` → run → ``finish`` (exactly once)."""
 
-    __slots__ = ("_done", "at", "backend", "caller", "endpoint", "gateway", "hold_id", "model", "started", "stream")
+    __slots__ = ("_done", "at", "backend", "billing", "caller", "endpoint", "hold_id", "model", "started", "stream")
 
     def __init__(
         self,
-        gateway: Gateway,
+        billing: Metering,
         caller: Caller,
         model: ModelInfo,
         backend: str,
@@ -50,7 +81,7 @@ class Meter:
         endpoint: str,
         stream: bool,
     ) -> None:
-        self.gateway = gateway
+        self.billing = billing
         self.caller = caller
         self.model = model
         self.hold_id = request_id
@@ -58,15 +89,15 @@ class Meter:
         self.stream = stream
         self.backend = backend
         self.started = time.perf_counter()
-        self.at = gateway.clock.now()
+        self.at = billing.ledger.clock.now()
         self._done = False
 
     async def reserve(self, prompt_estimate: int, max_tokens: int | None) -> int:
         """Hold the estimated cost; raises 402 (with the top-up link) or 401 (key revoked meanwhile)."""
-        estimate = hold_usage(prompt_estimate, max_tokens, self.gateway.settings.billing.default_hold_tokens)
-        amount = max(1, price(self.gateway, self.caller, self.model, self.backend, estimate))
+        estimate = hold_usage(prompt_estimate, max_tokens, self.billing.settings.billing.default_hold_tokens)
+        amount = max(1, await self.billing.price(self.caller, self.model, self.backend, estimate))
         reserving = asyncio.ensure_future(
-            self.gateway.ledger.reserve(self.hold_id, self.caller.account_id, amount, self.caller.key_id)
+            self.billing.ledger.reserve(self.hold_id, self.caller.account_id, amount, self.caller.key_id)
         )
         try:
             await asyncio.shield(reserving)
@@ -78,9 +109,11 @@ class Meter:
         except HoldRefused as refused:
             self._done = True
             if refused.why == "insufficient":
-                raise insufficient_credits(self.gateway, amount, refused.available) from None
+                raise insufficient_credits(
+                    self.billing.settings.gateway.public_url, amount, refused.available
+                ) from None
             if refused.why in ("revoked", "disabled"):
-                await self.gateway.keys.invalidate_account(self.caller.account_id)
+                await self.billing.changes.announce(self.caller.account_id)
             message = {
                 "revoked": "This API key has been revoked.",
                 "disabled": "This account is disabled.",
@@ -90,7 +123,7 @@ class Meter:
 
     def _release_if_held(self, reserving: asyncio.Future[Any]) -> None:
         if not reserving.cancelled() and reserving.exception() is None:
-            self.gateway.track(asyncio.ensure_future(self.gateway.ledger.release(self.hold_id)))
+            self.billing.tasks.track(asyncio.ensure_future(self.billing.ledger.release(self.hold_id)))
 
     async def finish(self, usage: Usage | None, status: int, error_code: str | None = None) -> Charge | None:
         """Charge ``usage`` (None or empty: release the hold) and record the request. Safe to await from a
@@ -107,7 +140,7 @@ class Meter:
             return None
         self._done = True
         task = asyncio.ensure_future(self._finish(usage, status, error_code))
-        self.gateway.track(task)
+        self.billing.tasks.track(task)
         return task
 
     async def _settle(self, cost: int) -> Charge | None:
@@ -115,7 +148,7 @@ class Meter:
         deletes the hold, so a repeat finds nothing and charges nothing."""
         for attempt in range(SETTLE_ATTEMPTS):
             try:
-                return await self.gateway.ledger.settle(
+                return await self.billing.ledger.settle(
                     self.hold_id, cost, memo=self.model.id, account_id=self.caller.account_id
                 )
             except Exception:
@@ -129,13 +162,13 @@ class Meter:
         return None
 
     async def _finish(self, usage: Usage | None, status: int, error_code: str | None) -> Charge | None:
-        gateway = self.gateway
+        billing = self.billing
         cost = 0
         if usage is not None and usage.total_tokens > 0:
-            cost = price(gateway, self.caller, self.model, self.backend, usage)
+            cost = await billing.price(self.caller, self.model, self.backend, usage)
         charge = await self._settle(cost)
         used = usage or Usage()
-        metrics = gateway.metrics
+        metrics = billing.metrics
         if used.total_tokens:
             metrics.child(metrics.tokens, self.model.id, "prompt").inc(used.prompt_tokens)
             metrics.child(metrics.tokens, self.model.id, "completion").inc(used.completion_tokens)
@@ -144,7 +177,7 @@ class Meter:
                 metrics.child(metrics.credits, self.model.id).inc(charge.charged)
             if charge.uncollected:
                 metrics.child(metrics.uncollected, self.model.id).inc(charge.uncollected)
-        gateway.usage.record(
+        billing.usage.record(
             UsageRecord(
                 request_id=self.hold_id,
                 account_id=self.caller.account_id,
@@ -163,8 +196,7 @@ class Meter:
             )
         )
         if charge is not None and charge.cost:
-            gateway.events.credit_alerts.after_charge(charge)
-            await gateway.emit(
+            await billing.emit(
                 Event(
                     "request.charged",
                     {
@@ -179,9 +211,9 @@ class Meter:
         return charge
 
 
-def insufficient_credits(gateway: Gateway, needed: int, available: int) -> InsufficientCredits:
+def insufficient_credits(public_url: str, needed: int, available: int) -> InsufficientCredits:
     """The 402 answer: OpenAI-shaped, with an absolute ``top_up_url`` and ``x-should-retry: false``."""
-    top_up_url = f"{gateway.settings.gateway.public_url}/billing/top-up"
+    top_up_url = f"{public_url}/billing/top-up"
     return InsufficientCredits(
         f"Insufficient credits: this request needs up to {needed} credits and {available} are available. "
         f"Top up at {top_up_url}",

@@ -17,7 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..store.tables import usage, usage_daily
 
 if TYPE_CHECKING:
-    from ..gateway import Gateway
+    from ..clock import Clock
+    from ..store import Store
 
 log = logging.getLogger("resayil.usage")
 
@@ -45,8 +46,9 @@ class UsageRecord:
 class UsageRecorder:
     """Collects usage records in memory and writes them every ``interval`` seconds or ``batch`` records."""
 
-    def __init__(self, gateway: Gateway, interval: float = 0.5, batch: int = 500) -> None:
-        self.gateway = gateway
+    def __init__(self, store: Store, clock: Clock, interval: float = 0.5, batch: int = 500) -> None:
+        self._store = store
+        self._clock = clock
         self.interval = interval
         self.batch = batch
         self._pending: list[UsageRecord] = []
@@ -74,7 +76,7 @@ class UsageRecorder:
             return len(rows)
 
     async def _write(self, rows: list[UsageRecord]) -> None:
-        zone = self.gateway.clock.zone
+        zone = self._clock.zone
         daily: dict[tuple[int, date, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
         for row in rows:
             totals = daily[(row.account_id, row.created_at.astimezone(zone).date(), row.model)]
@@ -83,7 +85,7 @@ class UsageRecorder:
             totals[2] += row.prompt_tokens
             totals[3] += row.completion_tokens
             totals[4] += row.credits
-        dialect = postgresql if not self.gateway.store.is_sqlite else sqlite
+        dialect = postgresql if not self._store.is_sqlite else sqlite
         upsert: Any = dialect.insert(usage_daily)
         upsert = upsert.on_conflict_do_update(
             index_elements=[usage_daily.c.account_id, usage_daily.c.day, usage_daily.c.model],
@@ -95,7 +97,7 @@ class UsageRecorder:
                 "credits": usage_daily.c.credits + upsert.excluded.credits,
             },
         )
-        async with self.gateway.store.begin_fast() as conn:
+        async with self._store.begin_fast() as conn:
             await conn.execute(insert(usage), [_as_dict(row) for row in rows])
             for (account_id, day, model), (requests, errors, prompt, completion, credits) in sorted(daily.items()):
                 await conn.execute(

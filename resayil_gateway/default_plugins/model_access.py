@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import GatewayError, ModelNotFound, PermissionDenied
-from ..plugins import hookimpl
+from ..hookspecs import hookimpl
 from ..routing.catalog import plan_allows
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..billing.pricing import credits_for
-from ..plugins import hookimpl
+from ..hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from ..domain import Caller, ModelInfo, Usage

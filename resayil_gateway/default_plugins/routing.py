@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..plugins import hookimpl
+from ..hookspecs import hookimpl
 from ..routing.backends import Route
 
 if TYPE_CHECKING:

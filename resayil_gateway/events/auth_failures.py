@@ -18,8 +18,6 @@ from functools import lru_cache
 
 from aiohttp import web
 
-from ..api.keys import GATEWAY
-
 auth_log = logging.getLogger("resayil.auth")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:/@+-]")
@@ -40,7 +38,7 @@ def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
 
 def forwarded_client(peer: str, forwarded_for: list[str], trusted: tuple[str, ...]) -> str:
     """The client's address given the direct ``peer``, the ``X-Forwarded-For`` values and the trusted proxies."""
-    networks = _networks(trusted)
+    networks = _networks(tuple(trusted))
     if not networks or not _trusted(peer, networks):
         return peer
     hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
@@ -56,10 +54,9 @@ def forwarded_client(peer: str, forwarded_for: list[str], trusted: tuple[str, ..
     return client
 
 
-def client_ip(request: web.Request) -> str:
-    """The address of the client behind ``request`` (see the module doc for proxies)."""
+def client_ip(request: web.Request, trusted: tuple[str, ...]) -> str:
+    """The address of the client behind ``request``, given ``gateway.trusted_proxies`` (see the module doc)."""
     peer = request.remote or "-"
-    trusted = request.app[GATEWAY].settings.gateway.trusted_proxies
     if not trusted:
         return peer
     return forwarded_client(peer, request.headers.getall("X-Forwarded-For", []), trusted)
@@ -76,6 +73,7 @@ def log_auth_failure(ip: str, kind: str, reason: str, path: str) -> None:
     )
 
 
-def record_login_failure(request: web.Request, reason: str = "bad_credentials") -> None:
-    """For the portal: log a failed web login (wrong password, unknown account, throttled) for fail2ban."""
-    log_auth_failure(client_ip(request), "web_login", reason, request.path)
+def record_login_failure(request: web.Request, trusted: tuple[str, ...], reason: str = "bad_credentials") -> None:
+    """For the portal: log a failed web login (wrong password, unknown account, throttled) for fail2ban;
+    ``trusted`` is ``gateway.trusted_proxies``."""
+    log_auth_failure(client_ip(request, trusted), "web_login", reason, request.path)

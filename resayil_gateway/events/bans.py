@@ -14,16 +14,20 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from sqlalchemy import insert, or_, select, update
 
-from ..api.keys import GATEWAY
 from ..errors import PermissionDenied
+from ..store.audit import record_audit
 from ..store.tables import bans
 from .auth_failures import client_ip
 from .notifications import ip_banned
 
 if TYPE_CHECKING:
-    from ..gateway import Gateway
+    from ..clock import Clock
+    from ..state import SharedState
+    from ..store import Store
+    from .unit_of_work import UnitOfWork
 
 REFRESH_S = 30.0
 TOPIC = "bans"
@@ -44,6 +48,17 @@ class Ban:
     created_at: datetime
     lifted_at: datetime | None
 
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly view."""
+        return {
+            "id": self.id,
+            "ip": self.ip,
+            "jail": self.jail,
+            "reason": self.reason,
+            "created_at": self.created_at.isoformat(),
+            "lifted_at": self.lifted_at.isoformat() if self.lifted_at else None,
+        }
+
 
 def _address(ip: str) -> str:
     try:
@@ -55,11 +70,13 @@ def _address(ip: str) -> str:
 class BanList:
     """The bans of one gateway, with this process's cache of banned addresses."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(self, unit_of_work: UnitOfWork, store: Store, clock: Clock, state: SharedState) -> None:
+        self._unit_of_work = unit_of_work
+        self._store = store
+        self._clock = clock
         self._banned: frozenset[str] = frozenset()
         self._loaded_at: float | None = None
-        gateway.state.on_broadcast(self._on_broadcast)
+        state.on_broadcast(self._on_broadcast)
 
     def _on_broadcast(self, topic: str, value: str) -> None:
         if topic == TOPIC:
@@ -72,8 +89,8 @@ class BanList:
     async def report(self, ip: str, jail: str = "", reason: str = "", actor: str = "fail2ban") -> Ban:
         """Record a ban, audit it and queue the admin alert, in one transaction; then tell every worker."""
         address = _address(ip)
-        now = self.gateway.clock.now()
-        async with self.gateway.events.transaction() as tx:
+        now = self._clock.now()
+        async with self._unit_of_work.transaction() as tx:
             row = (
                 await tx.conn.execute(
                     insert(bans)
@@ -82,7 +99,7 @@ class BanList:
                 )
             ).one()
             ban = Ban(*row)
-            await self.gateway.audit(tx.conn, actor, "ip.banned", address, {"jail": jail, "reason": reason})
+            await record_audit(tx.conn, now, actor, "ip.banned", address, {"jail": jail, "reason": reason})
             await tx.record(ip_banned(ban.id, address, jail, reason))
             tx.broadcast(TOPIC, address)
             tx.after_commit(self._forget_now)
@@ -94,16 +111,17 @@ class BanList:
     async def unban(self, ip: str, actor: str = "cli") -> int:
         """Lift every active ban of ``ip``; returns how many were lifted."""
         address = _address(ip)
-        async with self.gateway.events.transaction() as tx:
+        now = self._clock.now()
+        async with self._unit_of_work.transaction() as tx:
             lifted = await tx.conn.execute(
                 update(bans)
                 .where(bans.c.ip == address, bans.c.lifted_at.is_(None))
-                .values(lifted_at=self.gateway.clock.now())
+                .values(lifted_at=now)
                 .returning(bans.c.id)
             )
             count = len(lifted.all())
             if count:
-                await self.gateway.audit(tx.conn, actor, "ip.unbanned", address, {})
+                await record_audit(tx.conn, now, actor, "ip.unbanned", address)
                 tx.broadcast(TOPIC, address)
                 tx.after_commit(self._forget_now)
         return count
@@ -113,18 +131,18 @@ class BanList:
         query = select(bans.c.id, bans.c.ip, bans.c.jail, bans.c.reason, bans.c.created_at, bans.c.lifted_at)
         if not include_lifted:
             query = query.where(bans.c.lifted_at.is_(None))
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             return [Ban(*row) for row in await conn.execute(query.order_by(bans.c.id.desc()).limit(limit))]
 
     async def is_banned(self, ip: str) -> bool:
         """True when ``ip`` has an active ban (from this process's cache, reloaded when stale)."""
-        clock = self.gateway.clock
+        clock = self._clock
         if self._loaded_at is None or clock.monotonic() - self._loaded_at >= REFRESH_S:
             now = clock.now()
             active = select(bans.c.ip).where(
                 bans.c.lifted_at.is_(None), or_(bans.c.expires_at.is_(None), bans.c.expires_at > now)
             )
-            async with self.gateway.store.connect() as conn:
+            async with self._store.connect() as conn:
                 self._banned = frozenset((await conn.scalars(active.distinct())).all())
             self._loaded_at = clock.monotonic()
         return ip in self._banned
@@ -133,10 +151,14 @@ class BanList:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def ban_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With ``gateway.refuse_banned_ips``, answer 403 to an address fail2ban banned (until it is unbanned)."""
-    gateway = request.app[GATEWAY]
-    if gateway.settings.gateway.refuse_banned_ips and await gateway.events.bans.is_banned(client_ip(request)):
-        raise PermissionDenied("Access from your address is blocked.", code="ip_banned")
-    return await handler(request)
+def ban_middleware(bans: BanList, trusted_proxies: tuple[str, ...]) -> Middleware:
+    """A middleware answering 403 to an address fail2ban banned, until it is unbanned (install it only with
+    ``gateway.refuse_banned_ips``)."""
+
+    @web.middleware
+    async def refuse_banned(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if await bans.is_banned(client_ip(request, trusted_proxies)):
+            raise PermissionDenied("Access from your address is blocked.", code="ip_banned")
+        return await handler(request)
+
+    return refuse_banned

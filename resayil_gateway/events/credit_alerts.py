@@ -1,15 +1,16 @@
 """Credit warning (NOTIF-03) and credits exhausted (NOTIF-04), checked after a charge settles, off the
-request path: the settle already returns the balance after it, and each process remembers every account's
-latest grant (the total after it, ``balances.last_grant_total``, and its ledger id) for a minute, so the
-store is read only when a threshold may have been crossed (or credits were added since the last charge it
-saw). Each alert is sent once per grant.
+request path: the ``request.charged`` event already carries the balance after the charge, and each process
+remembers every account's latest grant (the total after it, ``balances.last_grant_total``, and its ledger id)
+for a minute, so the store is read only when a threshold may have been crossed (or credits were added since
+the last charge seen here). Each alert is sent once per grant.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -17,9 +18,10 @@ from ..store.tables import balances, ledger
 from .notifications import credit_warning, credits_exhausted
 
 if TYPE_CHECKING:
-    from ..billing.ledger import Charge
-    from ..domain import Event
-    from ..gateway import Gateway
+    from ..clock import Clock
+    from ..config import Settings
+    from ..domain import Emit, Event
+    from ..store import Store
 
 log = logging.getLogger("resayil.notifications")
 
@@ -30,32 +32,45 @@ NOT_GRANTS = ("request", "adjustment", "expiry")
 class CreditAlerts:
     """Raises the credit alerts of one gateway."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        settings: Settings,
+        emit: Emit,
+        track: Callable[[asyncio.Future[Any]], None],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._settings = settings
+        self._emit = emit
+        self._track = track
         self._grants: dict[int, tuple[int, int, float]] = {}
         self._told: set[str] = set()
         self._last_balance: dict[int, int] = {}
         self._checking: set[int] = set()
         self._recheck: dict[int, int] = {}
 
-    def after_charge(self, charge: Charge) -> None:
-        """Look at a settled charge; start a check in the background when an alert may be due."""
-        if charge.charged <= 0 and charge.uncollected <= 0:
+    def after_charge(self, charged: Event) -> None:
+        """Look at a ``request.charged`` event; start a check in the background when an alert may be due."""
+        account_id, data = charged.account_id, charged.data
+        if account_id is None or (not data.get("credits") and not data.get("uncollected")):
             return
-        last = self._last_balance.get(charge.account_id)
-        self._last_balance[charge.account_id] = charge.balance_after
-        if last is not None and charge.balance_after + charge.charged > last:
-            self._grants.pop(charge.account_id, None)  # credits were added since the last charge seen here
-        cached = self._grants.get(charge.account_id)
-        if cached is not None and self.gateway.clock.monotonic() - cached[2] < GRANT_CACHE_S:
-            event = self._alert(charge.account_id, charge.balance_after, cached[0], cached[1])
+        balance = int(data.get("balance", 0))
+        last = self._last_balance.get(account_id)
+        self._last_balance[account_id] = balance
+        if last is not None and balance + int(data.get("credits", 0)) > last:
+            self._grants.pop(account_id, None)  # credits were added since the last charge seen here
+        cached = self._grants.get(account_id)
+        if cached is not None and self._clock.monotonic() - cached[2] < GRANT_CACHE_S:
+            event = self._alert(account_id, balance, cached[0], cached[1])
             if event is None or event.key in self._told:
                 return
-        if charge.account_id in self._checking:
-            self._recheck[charge.account_id] = charge.balance_after
+        if account_id in self._checking:
+            self._recheck[account_id] = balance
             return
-        self._checking.add(charge.account_id)
-        self.gateway.track(asyncio.ensure_future(self._check_until_settled(charge.account_id, charge.balance_after)))
+        self._checking.add(account_id)
+        self._track(asyncio.ensure_future(self._check_until_settled(account_id, balance)))
 
     async def _check_until_settled(self, account_id: int, balance: int) -> None:
         """One check at a time per account; charges that arrive meanwhile are checked next, by their latest
@@ -68,11 +83,10 @@ class CreditAlerts:
             self._checking.discard(account_id)
 
     def _alert(self, account_id: int, balance: int, grant_total: int, grant_id: int) -> Event | None:
-        settings = self.gateway.settings
         if balance <= 0:
-            return credits_exhausted(settings, account_id, grant_id)
-        if grant_total and balance < grant_total * settings.billing.credit_warning_ratio:
-            return credit_warning(settings, account_id, balance, grant_total, grant_id)
+            return credits_exhausted(self._settings, account_id, grant_id)
+        if grant_total and balance < grant_total * self._settings.billing.credit_warning_ratio:
+            return credit_warning(self._settings, account_id, balance, grant_total, grant_id)
         return None
 
     async def latest_grant(self, account_id: int) -> tuple[int, int]:
@@ -87,10 +101,10 @@ class CreditAlerts:
             .scalar_subquery()
         )
         query = select(balances.c.last_grant_total, latest).where(balances.c.account_id == account_id)
-        async with self.gateway.store.connect() as conn:
+        async with self._store.connect() as conn:
             row = (await conn.execute(query)).first()
         grant_total, grant_id = (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
-        self._grants[account_id] = (grant_total, grant_id, self.gateway.clock.monotonic())
+        self._grants[account_id] = (grant_total, grant_id, self._clock.monotonic())
         return grant_total, grant_id
 
     async def check(self, account_id: int, balance: int) -> Event | None:
@@ -100,7 +114,7 @@ class CreditAlerts:
             event = self._alert(account_id, balance, grant_total, grant_id)
             if event is None or event.key in self._told:
                 return None
-            await self.gateway.events.emit(event)
+            await self._emit(event)
             self._told.add(event.key or "")
             return event
         except Exception:

@@ -3,7 +3,8 @@ notification channel, then records the provider's answer. Transient failures are
 backoff and jitter up to ``notifications.max_attempts``; permanent ones fail at once; the error is kept.
 
 It wakes at once when this process queues a message and polls otherwise (another process may have queued
-one). ``delivery_context`` is the application's cleanup context that runs it, with the renewal reminders.
+one). :func:`run_notifications` is the application's background loop that runs it, with the renewal
+reminders.
 """
 
 from __future__ import annotations
@@ -12,20 +13,21 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from ..api.keys import GATEWAY
+from ..outages import describe_outage, is_unavailable
 from .channels import DeliveryFailed, Message
 from .outbox import OutboxRow
 from .reminders import send_renewal_reminders
 from .templates import TemplateError
 
 if TYPE_CHECKING:
-    from ..gateway import Gateway
+    from ..clock import Clock
+    from ..config import NotificationsSettings, Settings
+    from ..metrics import Metrics
+    from .bus import Events
 
 log = logging.getLogger("resayil.notifications")
 
@@ -38,20 +40,29 @@ def backoff(attempts: int, base: float, cap: float, jitter: float | None = None)
 
 
 class DeliveryWorker:
-    """Sends the outbox of one gateway through its notification channel."""
+    """Sends the outbox through the notification channel (the first registered one)."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.settings = gateway.settings.notifications
+    def __init__(
+        self,
+        events: Events,
+        channels: Mapping[str, Any],
+        settings: NotificationsSettings,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self.events = events
+        self.channels = channels
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics
 
     def channel(self) -> Any | None:
-        """The channel messages go through (the first registered one), or None."""
-        return next(iter(self.gateway.channels.values()), None)
+        """The channel messages go through, or None."""
+        return next(iter(self.channels.values()), None)
 
     async def deliver_due(self) -> int:
         """Claim one batch of due messages and try each once; returns how many were tried."""
-        outbox = self.gateway.events.outbox
-        rows = await outbox.claim(self.settings.batch_size, timedelta(seconds=self.settings.lease_s))
+        rows = await self.events.outbox.claim(self.settings.batch_size, timedelta(seconds=self.settings.lease_s))
         for row in rows:
             await self._deliver(row)
         return len(rows)
@@ -64,14 +75,14 @@ class DeliveryWorker:
         return total
 
     async def _deliver(self, row: OutboxRow) -> None:
-        outbox = self.gateway.events.outbox
+        outbox = self.events.outbox
         channel = self.channel()
         if channel is None:
             await outbox.mark_failed(row, "", "no notification channel is configured")
             self._count("none", row.event, "failed")
             return
         try:
-            text = self.gateway.events.templates.render(row.event, row.payload)
+            text = self.events.templates.render(row.event, row.payload)
             receipt = await channel.send(Message(row.recipient, text, row.event, row.dedupe_key))
         except TemplateError as exc:
             await outbox.mark_failed(row, channel.name, str(exc))
@@ -86,76 +97,66 @@ class DeliveryWorker:
             self._count(channel.name, row.event, "sent")
 
     async def _failed(self, row: OutboxRow, channel: str, error: DeliveryFailed) -> None:
-        outbox = self.gateway.events.outbox
+        outbox = self.events.outbox
         if error.permanent or row.attempts >= self.settings.max_attempts:
             await outbox.mark_failed(row, channel, error.detail)
             self._count(channel, row.event, "failed")
             log.warning("outbox row %d (%s) failed after %d attempt(s): %s", row.id, row.event, row.attempts, error)
             return
         delay = backoff(row.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s)
-        await outbox.mark_retry(row, channel, error.detail, self.gateway.clock.now() + timedelta(seconds=delay))
+        await outbox.mark_retry(row, channel, error.detail, self.clock.now() + timedelta(seconds=delay))
         self._count(channel, row.event, "retried")
 
     def _count(self, channel: str, event: str, outcome: str) -> None:
-        metrics = self.gateway.metrics
-        metrics.child(metrics.notifications, channel, event, outcome).inc()
+        self.metrics.child(self.metrics.notifications, channel, event, outcome).inc()
 
     async def update_depth(self) -> None:
         """Publish the outbox's size per status on ``/metrics``."""
-        metrics = self.gateway.metrics
-        for status, count in (await self.gateway.events.outbox.counts()).items():
-            metrics.child(metrics.outbox_depth, status).set(count)
+        for status, count in (await self.events.outbox.counts()).items():
+            self.metrics.child(self.metrics.outbox_depth, status).set(count)
 
     async def run(self) -> None:
         """Deliver until cancelled: at once when this process queues a message, else every poll interval."""
-        queued = self.gateway.events.queued
+        queued = self.events.queued
         while True:
             try:
                 queued.clear()
                 await self.deliver_all()
                 await self.update_depth()
-            except Exception:
-                log.exception("outbox delivery failed; retrying in %.0f s", self.settings.poll_interval_s)
+            except Exception as exc:
+                log.error(
+                    "outbox delivery failed (%s); retrying in %.0f s", describe(exc), self.settings.poll_interval_s
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(queued.wait(), self.settings.poll_interval_s)
 
 
-async def remind_periodically(gateway: Gateway) -> None:
+async def remind_periodically(events: Events, settings: Settings) -> None:
     """Queue renewal reminders now and then every ``notifications.reminder_check_interval_s``."""
-    interval = gateway.settings.notifications.reminder_check_interval_s
+    interval = settings.notifications.reminder_check_interval_s
     while True:
         try:
-            await send_renewal_reminders(gateway)
-        except Exception:
-            log.exception("renewal reminders failed; retrying in %.0f s", interval)
+            await send_renewal_reminders(events, settings)
+        except Exception as exc:
+            log.error("renewal reminders failed (%s); retrying in %.0f s", describe(exc), interval)
         await asyncio.sleep(interval)
 
 
-async def delivery_context(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: start the channels, the delivery worker and the renewal reminders; stop them. Without a
-    channel nothing runs (messages stay pending, and are sent once a channel is configured)."""
-    gateway = app[GATEWAY]
-    if not gateway.channels:
+def describe(exc: BaseException) -> str:
+    """A store outage in one line; anything else with its type (the traceback goes to the debug log)."""
+    if is_unavailable(exc):
+        return describe_outage(exc)
+    log.debug("background notification work failed", exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def run_notifications(
+    events: Events, channels: Mapping[str, Any], settings: Settings, clock: Clock, metrics: Metrics
+) -> None:
+    """The application's notification loop: the delivery worker and the renewal reminders, until cancelled.
+    Without a channel nothing runs: messages stay pending and are sent once a channel is configured."""
+    if not channels:
         log.warning("no notification channel is configured: notifications wait in the outbox until one is")
-        yield
         return
-    started = []
-    for channel in gateway.channels.values():
-        try:
-            await channel.start()
-            started.append(channel)
-        except Exception:
-            log.exception("notification channel %s did not start", channel.name)
-    tasks = [
-        asyncio.create_task(DeliveryWorker(gateway).run(), name="outbox-delivery"),
-        asyncio.create_task(remind_periodically(gateway), name="renewal-reminders"),
-    ]
-    yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-    for channel in started:
-        with contextlib.suppress(Exception):
-            await channel.close()
+    worker = DeliveryWorker(events, channels, settings.notifications, clock, metrics)
+    await asyncio.gather(worker.run(), remind_periodically(events, settings))

@@ -15,7 +15,7 @@ from ..domain import Event
 
 if TYPE_CHECKING:
     from ..clock import Clock
-    from .bus import EventTransaction
+    from .unit_of_work import EventTransaction
 
 
 def top_up_url(settings: Settings) -> str:
@@ -34,10 +34,10 @@ def local_day(clock: Clock, moment: datetime) -> str:
     return clock.local_date(moment).date().isoformat()
 
 
-def welcome(account_id: int, name: str, email: str, credits: int) -> Event:
-    """NOTIF-01: the account was created (once per account)."""
-    data = {"name": name or email, "email": email, "credits": credits}
-    return Event("account.created", data, account_id, key=f"welcome:{account_id}")
+def welcome(account_id: int, name: str, email: str, role: str, credits: int) -> Event:
+    """NOTIF-01: the account was created (once per account), with the credits it starts with."""
+    data = {"name": name or email, "email": email, "role": role, "credits": credits}
+    return Event("account.created", data, account_id, key=f"account.created:{account_id}")
 
 
 def subscription_confirmed(

@@ -16,13 +16,14 @@ from ..store.tables import subscriptions
 from .notifications import renewal_reminder
 
 if TYPE_CHECKING:
-    from ..gateway import Gateway
+    from ..config import Settings
+    from .bus import Events
 
 
-async def send_renewal_reminders(gateway: Gateway, limit: int = 500) -> int:
+async def send_renewal_reminders(events: Events, settings: Settings, limit: int = 500) -> int:
     """Queue a reminder for every plan ending within the reminder window and not yet reminded; returns how many."""
-    now = gateway.clock.now()
-    days = gateway.settings.notifications.renewal_reminder_days
+    now = events.clock.now()
+    days = settings.notifications.renewal_reminder_days
     reminded_for = subscriptions.c.reminded_for
     not_reminded = or_(reminded_for.is_(None), reminded_for != subscriptions.c.period_end)
     query = (
@@ -30,11 +31,11 @@ async def send_renewal_reminders(gateway: Gateway, limit: int = 500) -> int:
         .where(subscriptions.c.period_end > now, subscriptions.c.period_end <= now + timedelta(days=days), not_reminded)
         .limit(limit)
     )
-    async with gateway.store.connect() as conn:
+    async with events.store.connect() as conn:
         due = (await conn.execute(query)).all()
     sent = 0
     for account_id, plan_id, period_end in due:
-        async with gateway.events.transaction() as tx:
+        async with events.transaction() as tx:
             claimed = await tx.conn.execute(
                 update(subscriptions)
                 .where(
@@ -48,7 +49,7 @@ async def send_renewal_reminders(gateway: Gateway, limit: int = 500) -> int:
             if claimed.first() is None:
                 continue  # another worker reminded it, or the plan changed meanwhile
             left = max(1, math.ceil((period_end - now) / timedelta(days=1)))
-            event = renewal_reminder(gateway.settings, gateway.clock, account_id, plan_id, period_end, left)
+            event = renewal_reminder(settings, events.clock, account_id, plan_id, period_end, left)
             await tx.record(event)
             sent += 1
     return sent

@@ -9,12 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
 
 log = logging.getLogger("resayil.state")
 
 Listener = Callable[[str, str], None]
+HEARTBEAT_S = 1.0  # how often the broadcast subscription proves itself alive
 
 
 class SharedState(ABC):
@@ -59,6 +64,11 @@ class SharedState(ABC):
         """True when several workers can share this state."""
         return False
 
+    @property
+    def channel_alive(self) -> bool:
+        """True while broadcasts from other workers are sure to arrive (always, with one worker)."""
+        return True
+
 
 class LocalState(SharedState):
     """One worker: nothing to tell anyone."""
@@ -76,13 +86,12 @@ class RedisState(SharedState):
     def __init__(self, url: str, instance: str, prefix: str = "resayil") -> None:
         super().__init__(prefix)
         self.channel = self.key("broadcast")
-        from redis.asyncio import Redis
-
         self.url = url
         self.instance = instance
         self.redis = Redis.from_url(url, decode_responses=True, health_check_interval=30)
         self._listener: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._alive_until = 0.0
 
     @property
     def shared(self) -> bool:
@@ -95,25 +104,50 @@ class RedisState(SharedState):
         self._listener = asyncio.create_task(self._listen(), name="resayil-broadcast-listener")
         await asyncio.wait_for(self._ready.wait(), 10)
 
+    @property
+    def channel_alive(self) -> bool:
+        """True while the subscription has been seen working within the last two heartbeats."""
+        return time.monotonic() < self._alive_until
+
     async def _listen(self) -> None:
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
             try:
                 await pubsub.subscribe(self.channel)
                 self._ready.set()
-                async for message in pubsub.listen():
-                    sender, _, rest = str(message.get("data", "")).partition("|")
-                    topic, _, value = rest.partition("|")
-                    if sender != self.instance:
-                        self._deliver(topic, value)
+                await self._relay(pubsub)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("lost the Redis broadcast subscription; reconnecting in 1 s")
+            except Exception as exc:
+                self._alive_until = 0.0
+                log.error("lost the Redis broadcast subscription (%s); reconnecting in 1 s", type(exc).__name__)
                 await asyncio.sleep(1)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    async def _relay(self, pubsub: Any) -> None:
+        """Deliver broadcasts; a PING on the subscribed connection every heartbeat proves it alive (its PONG
+        arrives as a message), so a silent network failure is noticed within two heartbeats."""
+        next_ping = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_ping:
+                await pubsub.ping()
+                next_ping = now + HEARTBEAT_S
+            message = await pubsub.get_message(timeout=HEARTBEAT_S)
+            if message is None:
+                continue
+            kind = message.get("type")
+            if kind in ("pong", "subscribe") or (kind == "message" and message.get("data") == "ping"):
+                self._alive_until = time.monotonic() + 2 * HEARTBEAT_S
+                continue
+            if kind != "message":
+                continue
+            sender, _, rest = str(message.get("data", "")).partition("|")
+            topic, _, value = rest.partition("|")
+            if sender != self.instance:
+                self._deliver(topic, value)
 
     async def broadcast(self, topic: str, value: str) -> None:
         """Publish to every subscribed worker."""
@@ -130,6 +164,11 @@ class RedisState(SharedState):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
         await self.redis.aclose()
+        # a fresh client (opening nothing) so the state can start again, on another event loop
+        self.redis = Redis.from_url(self.url, decode_responses=True, health_check_interval=30)
+        self._listener = None
+        self._ready = asyncio.Event()
+        self._alive_until = 0.0
 
 
 def make_state(redis_url: str, instance: str, prefix: str = "resayil") -> SharedState:

@@ -83,14 +83,33 @@ class Store:
     def __init__(self, url: str, pool_size: int = 8, hot_pool_size: int = 24) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.pool_size = pool_size
         self.hot_pool_size = hot_pool_size
         self._hot: HotConnections | None = None
-        if self.is_sqlite:
-            self.engine = _sqlite_engine(url)
-            self.fast_engine = self.engine
-        else:
-            self.engine = _postgres_engine(url, synchronous_commit=True, pool_size=max(2, pool_size // 2))
-            self.fast_engine = _postgres_engine(url, synchronous_commit=False, pool_size=pool_size)
+        self._engine: AsyncEngine | None = None
+        self._fast_engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine for everything (created on first use: building a store opens nothing)."""
+        if self._engine is None:
+            if self.is_sqlite:
+                self._engine = _sqlite_engine(self.url)
+            else:
+                self._engine = _postgres_engine(
+                    self.url, synchronous_commit=True, pool_size=max(2, self.pool_size // 2)
+                )
+        return self._engine
+
+    @property
+    def fast_engine(self) -> AsyncEngine:
+        """The request path's engine (asynchronous commit on PostgreSQL; the same engine on SQLite)."""
+        if self._fast_engine is None:
+            if self.is_sqlite:
+                self._fast_engine = self.engine
+            else:
+                self._fast_engine = _postgres_engine(self.url, synchronous_commit=False, pool_size=self.pool_size)
+        return self._fast_engine
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
@@ -129,14 +148,21 @@ class Store:
             self._hot = HotConnections(connect, self.hot_pool_size)
         return self._hot
 
-    async def dispose(self) -> None:
-        """Close every pooled connection."""
+    async def close_hot(self) -> None:
+        """Close the request path's own connections (they reopen on demand)."""
         if self._hot is not None:
             hot, self._hot = self._hot, None
             await hot.close()
-        await self.engine.dispose()
-        if self.fast_engine is not self.engine:
-            await self.fast_engine.dispose()
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.close_hot()
+        engine, fast = self._engine, self._fast_engine
+        self._engine = self._fast_engine = None
+        if engine is not None:
+            await engine.dispose()
+        if fast is not None and fast is not engine:
+            await fast.dispose()
 
     def describe(self) -> str:
         """The URL without its password, safe to log."""

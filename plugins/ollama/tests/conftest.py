@@ -13,6 +13,11 @@ from resayil_ollama.settings import OllamaSettings
 from resayil_ollama.simulator import SIMULATOR, Simulator, start_simulator
 
 
+@pytest.fixture(autouse=True)
+def _mock_http_works(aioresponses_compat: None) -> None:
+    """This suite mocks outbound HTTP with aioresponses: opt in to the core's compatibility shim."""
+
+
 @pytest.fixture
 async def backend() -> AsyncIterator[OllamaBackend]:
     """An OllamaBackend started against a fake address (mock it with aioresponses), without discovery."""
