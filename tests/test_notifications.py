@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from test_notifications_channel import ChannelPlugin, FakeChannel, charge, worker_for
 
+from resayil_gateway.app import create_app
 from resayil_gateway.events import templates as templates_module
 from resayil_gateway.events.catalog import NOTIFICATIONS
 from resayil_gateway.events.notifications import cloud_budget, record_topup_confirmed
 from resayil_gateway.events.reminders import send_renewal_reminders
 from resayil_gateway.events.templates import TemplateError, Templates, template_problems
+from resayil_gateway.testing import FakeBackend, FakeBackendPlugin, seed_account
 
 USER_PHONE = "+96550000001"
 ADMIN_PHONE = "+96550000009"
@@ -254,3 +256,18 @@ async def test_the_reminder_day_count_is_a_setting(make_gateway, clock, channel)
     await gateway.plans.activate(account.id, "basic", ref="o", actor="test", period=timedelta(days=8))
     clock.advance(days=1, hours=1)
     assert await send_renewal_reminders(gateway.events, gateway.settings) == 1
+
+
+async def test_a_request_that_spends_the_last_credit_queues_credits_exhausted(make_gateway, clock, aiohttp_client):
+    channel = FakeChannel()
+    backend = FakeBackend(model_names=("fake-small",))
+    catalog = {"models": {"catalog": {"fake-small": {"backend": "local", "size": "small"}}}}
+    gateway = make_gateway(clock=clock, plugins=[ChannelPlugin(channel), FakeBackendPlugin(backend)], overrides=catalog)
+    client = await aiohttp_client(create_app(gateway))
+    account = await seed_account(gateway, credits=1)
+    body = {"model": "fake-small", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    response = await client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {account.key}"})
+    assert response.status == 200, await response.text()
+    await gateway.drain()
+    events = [row.event for row in await gateway.events.outbox.list()]
+    assert events[0] == "credits.exhausted"
