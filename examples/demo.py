@@ -1,8 +1,9 @@
 """``make run``: the Resayil deployment on embedded defaults, offline.
 
-Starts the bundled Ollama simulator, migrates a SQLite database under ``var/``, makes a demo account with
-credits and a fresh API key, prints a copy-paste ``curl`` line, and serves the gateway on
-http://127.0.0.1:8080 until Ctrl-C. Nothing here reaches the internet.
+Starts the bundled Ollama simulator, migrates a SQLite database under ``var/``, makes a demo user with
+credits and a fresh API key and an admin (both with fresh passwords, printed), prints a copy-paste ``curl``
+line, and serves the gateway with its portal (the landing page at http://127.0.0.1:8080/) until Ctrl-C.
+Nothing here reaches the internet.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from pathlib import Path
 
 from aiohttp import web
 from resayil_ollama.simulator import start_simulator
+from sqlalchemy import update
 
 from resayil_gateway.app import create_app
+from resayil_gateway.auth.passwords import hash_password
 from resayil_gateway.bootstrap import gateway_from_config
 from resayil_gateway.gateway import Gateway
 from resayil_gateway.logs import AccessLogger, configure_logging
 from resayil_gateway.store import upgrade
+from resayil_gateway.store.tables import accounts
 
 HERE = Path(__file__).parent
 DEMO_EMAIL = "demo@resayil.local"
@@ -33,12 +37,24 @@ def _port_free(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-async def _seed(gateway: Gateway) -> tuple[str, str | None]:
-    """The demo user's new key, and the admin password when the admin account was just created."""
-    admin_password = None
-    if await gateway.accounts.find(ADMIN_EMAIL) is None:
-        admin_password = secrets.token_urlsafe(12)
-        await gateway.accounts.create(ADMIN_EMAIL, "+96550000001", admin_password, name="Admin", role="admin")
+async def _fresh_password(gateway: Gateway, account_id: int) -> str:
+    """A new random password for a demo account, so every run can print working logins (demo only: the
+    gateway itself never shows or resets a password)."""
+    password = secrets.token_urlsafe(9)
+    async with gateway.store.begin() as conn:
+        await conn.execute(
+            update(accounts).where(accounts.c.id == account_id).values(password_hash=hash_password(password))
+        )
+    return password
+
+
+async def _seed(gateway: Gateway) -> tuple[str, str, str]:
+    """The demo user's new key and the passwords of the demo user and the admin (made on the first run)."""
+    admin = await gateway.accounts.find(ADMIN_EMAIL)
+    if admin is None:
+        admin = await gateway.accounts.create(
+            ADMIN_EMAIL, "+96550000001", secrets.token_urlsafe(12), name="Admin", role="admin"
+        )
     user = await gateway.accounts.find(DEMO_EMAIL)
     if user is None:
         user = await gateway.accounts.create(DEMO_EMAIL, "+96550000002", secrets.token_urlsafe(12), name="Demo")
@@ -46,7 +62,8 @@ async def _seed(gateway: Gateway) -> tuple[str, str | None]:
         await gateway.ledger.grant(user.id, 1000, bucket="topup", ref=f"demo-topup:{user.id}", reason="topup")
     for key in await gateway.keys.list(user.id):
         await gateway.keys.revoke(key.prefix, account_id=user.id, actor="demo")
-    return (await gateway.keys.create(user.id, "demo", actor="demo")).secret, admin_password
+    key = (await gateway.keys.create(user.id, "demo", actor="demo")).secret
+    return key, await _fresh_password(gateway, user.id), await _fresh_password(gateway, admin.id)
 
 
 async def make_app() -> web.Application:
@@ -57,7 +74,7 @@ async def make_app() -> web.Application:
     os.environ.setdefault("RESAYIL_CONFIG", str(HERE / "resayil.toml"))
     gateway = gateway_from_config()
     await upgrade(gateway.store)
-    key, admin_password = await _seed(gateway)
+    key, user_password, admin_password = await _seed(gateway)
     base = gateway.settings.gateway.public_url
     print(
         f"""
@@ -70,7 +87,9 @@ async def make_app() -> web.Application:
     -d '{{"model": "llama3.2:3b", "messages": [{{"role": "user", "content": "مرحبا"}}], "stream": true}}'
 
   Python:  OpenAI(base_url="{base}/v1", api_key="{key}")
-  Admin:   {ADMIN_EMAIL} / {admin_password or "(set on the first run; rm -rf var to start over)"}
+  Portal:  {base}/   (Arabic by default; English from the top bar)
+  User:    {DEMO_EMAIL} / {user_password}
+  Admin:   {ADMIN_EMAIL} / {admin_password}   ({base}/admin)
   Stop:    Ctrl-C
 """,
         flush=True,

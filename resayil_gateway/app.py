@@ -31,6 +31,7 @@ from .events.delivery import run_notifications
 from .gateway import Gateway
 from .hookcalls import await_me_maybe
 from .outages import describe_outage, is_unavailable
+from .web.sessions import setup_sessions
 from .web_keys import GATEWAY, MODEL, REQUEST_ID
 
 __all__ = ["GATEWAY", "REQUEST_ID", "client_ip", "create_app"]
@@ -272,6 +273,7 @@ def create_app(gateway: Gateway) -> web.Application:
     )
     gateway.prepare()
     app[GATEWAY] = gateway
+    setup_sessions(app, gateway)
     app.on_response_prepare.append(_add_request_id)
     app.cleanup_ctx.extend(CORE_CONTEXTS)
     app.cleanup_ctx.extend(_plugin_lifespans(gateway))

@@ -60,6 +60,8 @@ class GatewaySettings(Section):
     settle_batch_ms: float = Field(10.0, ge=0, le=1000)
     db_pool_size: int = Field(8, ge=2, le=200)
     db_hot_pool_size: int = Field(24, ge=1, le=500)
+    session_remember_days: int = Field(30, ge=1, le=400)
+    session_hours: int = Field(12, ge=1, le=24 * 30)
     trusted_proxies: tuple[str, ...] = ()
     refuse_banned_ips: bool = False
 

@@ -30,14 +30,10 @@ def backend():
 
 
 @pytest.fixture
-async def api(make_gateway, backend, aiohttp_client, clock):
-    gateway = make_gateway(plugins=[FakeBackendPlugin(backend)], overrides=CATALOG, clock=clock)
-    client = await aiohttp_client(create_app(gateway), server_kwargs={"handler_cancellation": True})
-    account = await seed_account(gateway, credits=100)
-    client.gateway = gateway
-    client.account = account
-    client.auth = {"Authorization": f"Bearer {account.key}"}
-    return client
+async def api(gateway_client, backend):
+    return await gateway_client(
+        backends=(backend,), overrides=CATALOG, credits=100, server_kwargs={"handler_cancellation": True}
+    )
 
 
 def chat_body(**extra):

@@ -79,11 +79,11 @@ def login_request(gateway, forwarded_for: str):
     return make_mocked_request("POST", "/login", headers=headers, app=app, transport=transport)
 
 
-def test_a_failed_web_login_is_logged_in_the_same_line(make_gateway, caplog):
+def test_a_failed_password_is_logged_in_the_same_line(make_gateway, caplog):
     caplog.set_level(logging.WARNING, logger="resayil.auth")
     trusted = PROXIES["gateway"]["trusted_proxies"]
     record_login_failure(login_request(make_gateway(overrides=PROXIES), "2001:db8::7"), trusted, "bad credentials")
-    assert "AUTH_FAILURE ip=2001:db8::7 kind=web_login reason=bad_credentials path=/login" in caplog.text
+    assert "AUTH_FAILURE ip=2001:db8::7 kind=password reason=bad_credentials path=/login" in caplog.text
 
 
 async def test_the_fail2ban_filter_matches_the_gateways_real_log_output(make_gateway, aiohttp_client, tmp_path):

@@ -6,9 +6,11 @@ a hook is added without one, or without a docstring, or without a mention in the
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import re
+import types
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from resayil_gateway.config import ConfigError, Section
 from resayil_gateway.domain import Caller, Usage
 from resayil_gateway.errors import AuthenticationFailed, PermissionDenied
 from resayil_gateway.gateway import Gateway
-from resayil_gateway.plugins import make_plugin_manager
+from resayil_gateway.plugins import PluginError, make_plugin_manager
 from resayil_gateway.routing.backends import Route
 from resayil_gateway.testing import FakeBackend, FakeBackendPlugin, build_gateway, seed_account
 from resayil_gateway.web_keys import GATEWAY
@@ -55,18 +57,12 @@ def offline_gateway(tmp_path: Path, *plugins: Any, env: dict[str, str] | None = 
 
 
 @pytest.fixture
-def serve(make_gateway, aiohttp_client):
+def serve(gateway_client):
     """``await serve(*plugins)``: a client of the app of a gateway with a fake backend, the given plugins and
     an account holding ``credits`` (100 by default); ``client.auth`` carries its key."""
 
     async def start(*plugins: Any, credits: int = 100, backends: tuple[Any, ...] | None = None) -> Any:
-        backends = backends or (FakeBackend(),)
-        gateway = make_gateway(plugins=[FakeBackendPlugin(*backends), *plugins], overrides=CATALOG)
-        client = await aiohttp_client(create_app(gateway))
-        client.gateway = gateway
-        client.account = await seed_account(gateway, credits=credits)
-        client.auth = {"Authorization": f"Bearer {client.account.key}"}
-        return client
+        return await gateway_client(*plugins, backends=backends, credits=credits, overrides=CATALOG)
 
     return start
 
@@ -482,3 +478,101 @@ def test_hook_arguments_are_named_as_the_specification_says():
 def test_firstresult_hooks_are_exactly_the_decisions():
     firstresult = {hook for hook in HOOKS if getattr(hookspecs, hook).resayil_gateway_spec.get("firstresult")}
     assert firstresult == {"authenticate", "choose_backend", "price_usage"}
+
+
+# -- every per-request and lifecycle hook may be async; registration hooks may not ------------------------
+
+
+class AsyncRecorder:
+    """An ``async def`` implementation of every hook that may be async. The firstresult ones answer ``None``
+    (after awaiting), so the core's defaults must still decide; ``check_access`` vetoes one model."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.lifespan_ran = False
+
+    @hookimpl
+    async def authenticate(self, request: web.Request, gateway: Gateway) -> None:
+        await asyncio.sleep(0)
+        self.calls.append("authenticate")
+
+    @hookimpl
+    async def check_access(self, caller: Caller, model: Any, gateway: Gateway) -> Any:
+        await asyncio.sleep(0)
+        self.calls.append("check_access")
+        return PermissionDenied("not this one", param="model") if model.id == "fake-medium" else None
+
+    @hookimpl
+    async def choose_backend(self, caller: Caller, chat_request: Any, model: Any, gateway: Gateway) -> None:
+        await asyncio.sleep(0)
+        self.calls.append("choose_backend")
+
+    @hookimpl
+    async def price_usage(self, caller: Caller, model: Any, backend: str, usage: Usage, gateway: Gateway) -> None:
+        await asyncio.sleep(0)
+        self.calls.append("price_usage")
+
+    @hookimpl
+    async def on_event(self, event: Any, gateway: Gateway) -> None:
+        await asyncio.sleep(0)
+        self.calls.append(f"on_event:{event.name}")
+
+    @hookimpl
+    def lifespan(self, gateway: Gateway) -> Any:
+        async def run() -> Any:
+            self.lifespan_ran = True
+            yield
+
+        return run()
+
+
+async def test_async_implementations_of_every_per_request_hook_are_awaited_in_a_request(serve):
+    recorder = AsyncRecorder()
+    client = await serve(recorder)
+    assert recorder.lifespan_ran
+    recorder.calls.clear()
+    response = await client.post("/v1/chat/completions", json=chat(max_tokens=50), headers=client.auth)
+    await client.gateway.drain()
+    assert response.status == 200, await response.text()
+    assert recorder.calls == [
+        "authenticate",
+        "check_access",
+        "choose_backend",
+        "price_usage",
+        "price_usage",
+        "on_event:request.charged",
+    ]
+    assert await balance(client) == 99  # the core's default pricing decided after the async None
+    refused = await client.post("/v1/chat/completions", json=chat("fake-medium"), headers=client.auth)
+    assert refused.status == 403
+    listed = await (await client.get("/v1/models", headers=client.auth)).json()
+    assert [model["id"] for model in listed["data"]] == ["fake-small"]
+
+
+async def test_an_async_firstresult_answer_wins_over_the_defaults(serve):
+    class Pricing:
+        @hookimpl
+        async def price_usage(self, caller: Caller, model: Any, backend: str, usage: Usage, gateway: Gateway) -> int:
+            await asyncio.sleep(0)
+            return 7
+
+    client = await serve(Pricing())
+    response = await client.post("/v1/chat/completions", json=chat(max_tokens=5), headers=client.auth)
+    assert response.status == 200
+    assert await balance(client) == 93
+
+
+@pytest.mark.parametrize("hook", sorted(hookspecs.SYNC_ONLY - {"register_settings", "register_commands"}))
+def test_an_async_registration_hook_is_refused_when_registered(hook):
+    namespace: dict[str, Any] = {}
+    parameters = ", ".join(inspect.signature(getattr(hookspecs, hook)).parameters)
+    exec(f"async def {hook}({parameters}):\n    return None", namespace)
+    plugin = types.SimpleNamespace(**{hook: hookimpl(namespace[hook])})
+    with pytest.raises(PluginError, match=f"hook {hook} must be a plain function"):
+        make_plugin_manager(load_entrypoints=False, extra=[plugin])
+
+
+def test_every_hook_is_either_async_capable_or_declared_sync_only():
+    async_capable = {"authenticate", "check_access", "choose_backend", "price_usage", "on_event", "lifespan"}
+    assert set(HOOKS) == async_capable | hookspecs.SYNC_ONLY
+    assert not async_capable & hookspecs.SYNC_ONLY

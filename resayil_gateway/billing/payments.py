@@ -74,6 +74,7 @@ class WebhookNotice:
     state: PaymentState
     order_id: str | None
     created_at: datetime | None = None
+    reference: str | None = None  # the provider's id for this event (MyFatoorah ``Event.Reference``), for dedupe/logs
 
 
 @runtime_checkable

@@ -2,7 +2,7 @@
 
 Every authentication failure writes, on the ``resayil.auth`` logger at WARNING::
 
-    AUTH_FAILURE ip=<client ip> kind=<api_key|web_login> reason=<code> path=<path>
+    AUTH_FAILURE ip=<client ip> kind=<api_key|password> reason=<code> path=<path>
 
 The address is the direct peer's, unless that peer is one of ``gateway.trusted_proxies`` (CIDR list): then
 ``X-Forwarded-For`` is read from the right, skipping trusted proxies, so a client cannot forge its address by
@@ -76,4 +76,4 @@ def log_auth_failure(ip: str, kind: str, reason: str, path: str) -> None:
 def record_login_failure(request: web.Request, trusted: tuple[str, ...], reason: str = "bad_credentials") -> None:
     """For the portal: log a failed web login (wrong password, unknown account, throttled) for fail2ban;
     ``trusted`` is ``gateway.trusted_proxies``."""
-    log_auth_failure(client_ip(request, trusted), "web_login", reason, request.path)
+    log_auth_failure(client_ip(request, trusted), "password", reason, request.path)

@@ -22,9 +22,17 @@ class DeliveryFailed(Exception):
 
 
 class TransientDeliveryError(DeliveryFailed):
-    """Worth retrying later: a timeout, a 5xx, a 429, a connection refused."""
+    """Worth retrying later: a timeout, a 5xx, a 429, a connection refused.
+
+    ``retry_after`` (seconds) is the provider's own hint (a ``Retry-After`` header) when it gave one; a
+    delivery worker waits at least that long before the next attempt.
+    """
 
     permanent = False
+
+    def __init__(self, detail: str, *, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class PermanentDeliveryError(DeliveryFailed):

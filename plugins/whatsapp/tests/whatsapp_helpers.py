@@ -1,0 +1,34 @@
+"""Helpers shared by the WhatsApp plugin's tests (a unique module name, so it never clashes with other suites)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from resayil_whatsapp.settings import WhatsAppSettings
+
+from resayil_gateway.events.channels import Message
+
+TOKEN = "wa-token-Zq81xK3vP0s"
+RESAYIL_BASE = "https://api.resayil.test"
+RESAYIL_URL = RESAYIL_BASE + "/v1/messages"
+META_BASE = "https://graph.facebook.test"
+PHONE_NUMBER_ID = "106540352242922"
+META_URL = f"{META_BASE}/v24.0/{PHONE_NUMBER_ID}/messages"
+PHONE = "+96550000000"
+BILINGUAL = "مرحباً بك في Resayil! رصيدك الحالي *100*.\n\nWelcome to Resayil! Your balance is *100* credits."
+
+
+def resayil_settings(**values: Any) -> WhatsAppSettings:
+    """Settings for the Resayil transport against a fake host, with a token."""
+    return WhatsAppSettings(**{"base_url": RESAYIL_BASE, "token": TOKEN, **values})
+
+
+def meta_settings(**values: Any) -> WhatsAppSettings:
+    """Settings for the Meta transport against a fake host, with a token and a phone number ID."""
+    base = {"transport": "meta", "meta_base_url": META_BASE, "meta_phone_number_id": PHONE_NUMBER_ID, "token": TOKEN}
+    return WhatsAppSettings(**{**base, **values})
+
+
+def message(text: str = BILINGUAL, recipient: str = PHONE) -> Message:
+    """A notification for one recipient."""
+    return Message(recipient=recipient, text=text, event="welcome", key="welcome:1")

@@ -1,0 +1,1 @@
+"""Resayil Gateway web portal plugin."""
