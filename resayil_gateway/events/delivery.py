@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..outages import describe_outage, is_unavailable
 from .channels import DeliveryFailed, Message
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .bus import Events
 
 log = logging.getLogger("resayil.notifications")
+T = TypeVar("T")
 
 
 def backoff(attempts: int, base: float, cap: float, jitter: float | None = None) -> float:
@@ -90,6 +91,7 @@ class DeliveryWorker:
         except DeliveryFailed as exc:
             await self._failed(row, channel.name, exc)
         except Exception as exc:  # a channel bug is retried like a transient failure, and logged
+            stop_if_cancelled(exc)
             log.exception("channel %s failed on outbox row %d", channel.name, row.id)
             await self._failed(row, channel.name, DeliveryFailed(f"{type(exc).__name__}: {exc}"))
         else:
@@ -115,20 +117,24 @@ class DeliveryWorker:
         for status, count in (await self.events.outbox.counts()).items():
             self.metrics.child(self.metrics.outbox_depth, status).set(count)
 
+    async def _cycle(self) -> None:
+        await self.deliver_all()
+        await self.update_depth()
+
     async def run(self) -> None:
         """Deliver until cancelled: at once when this process queues a message, else every poll interval."""
         queued = self.events.queued
         while True:
             try:
                 queued.clear()
-                await self.deliver_all()
-                await self.update_depth()
+                await uninterrupted(self._cycle())
             except Exception as exc:
-                log.error(
-                    "outbox delivery failed (%s); retrying in %.0f s", describe(exc), self.settings.poll_interval_s
-                )
+                stop_if_cancelled(exc)
+                wait = self.settings.poll_interval_s
+                log.error("outbox delivery failed (%s); retrying in %.0f s", describe(exc), wait)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(queued.wait(), self.settings.poll_interval_s)
+                async with asyncio.timeout(self.settings.poll_interval_s):
+                    await queued.wait()
 
 
 async def remind_periodically(events: Events, settings: Settings) -> None:
@@ -136,10 +142,31 @@ async def remind_periodically(events: Events, settings: Settings) -> None:
     interval = settings.notifications.reminder_check_interval_s
     while True:
         try:
-            await send_renewal_reminders(events, settings)
+            await uninterrupted(send_renewal_reminders(events, settings))
         except Exception as exc:
+            stop_if_cancelled(exc)
             log.error("renewal reminders failed (%s); retrying in %.0f s", describe(exc), interval)
         await asyncio.sleep(interval)
+
+
+async def uninterrupted(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end even when the caller is cancelled meanwhile, then let the cancellation through:
+    stopping the server never cuts a claim or a send in the middle of its database transaction."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+def stop_if_cancelled(exc: Exception) -> None:
+    """Re-raise a cancellation that a driver turned into another error while cleaning up (a loop that swallowed
+    it would never stop)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 def describe(exc: BaseException) -> str:
