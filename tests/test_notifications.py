@@ -243,7 +243,9 @@ async def test_admins_are_accounts_with_the_admin_role_plus_the_channels_extra_r
     assert sorted(m.recipient for m in await deliver(notified, channel)) == [ADMIN_PHONE, EXTRA_ADMIN]
 
 
-def test_templates_dir_setting_is_used(make_gateway, tmp_path):
+def test_templates_dir_setting_is_used(make_gateway, tmp_path, stack):
+    if stack != "sqlite":
+        pytest.skip("store-independent; proven on SQLite")
     gateway = make_gateway(overrides={"notifications": {"templates_dir": str(tmp_path)}})
     assert gateway.events.templates.override_dir == Path(tmp_path)
 
