@@ -1,8 +1,11 @@
 """``make run``: the Resayil deployment on embedded defaults, offline.
 
-Starts the bundled Ollama simulator, migrates a SQLite database under ``var/``, makes a demo user with
-credits and a fresh API key and an admin (both with fresh passwords, printed), prints a copy-paste ``curl``
-line, and serves the gateway with its portal (the landing page at http://127.0.0.1:8080/) until Ctrl-C.
+Starts the bundled simulators: Ollama (local models), the cloud host (failover and cloud models), MyFatoorah
+(so Buy on the dashboard runs the whole sandbox payment: hosted page, return, signed webhooks) and a WhatsApp
+sink (every notification, readable on its page). Then it migrates a SQLite database under ``var/``, makes a
+demo user with credits and a fresh API key and an admin (both with fresh passwords, printed), prints a
+copy-paste ``curl`` line, and serves the gateway with its portal (the landing page at
+http://127.0.0.1:8080/) until Ctrl-C.
 Nothing here reaches the internet.
 """
 
@@ -16,7 +19,12 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
+from resayil_cloud.simulator import SIMULATOR_API_KEY
+from resayil_cloud.simulator import start_simulator as start_cloud
+from resayil_myfatoorah.simulator import SIMULATOR
+from resayil_myfatoorah.simulator import start_simulator as start_myfatoorah
 from resayil_ollama.simulator import start_simulator
+from resayil_whatsapp.sink import start_sink
 from sqlalchemy import update
 
 from resayil_gateway.app import create_app
@@ -67,18 +75,44 @@ async def _seed(gateway: Gateway) -> tuple[str, str, str]:
 
 
 async def make_app() -> web.Application:
-    """Simulator first, then the gateway pointed at it."""
+    """Simulators first, then the gateway pointed at them."""
     sim_port = 11434 if _port_free(11434) else 0
     runner, sim_url = await start_simulator(port=sim_port, first_token_ms=120, tokens_per_second=40)
     os.environ["RESAYIL_OLLAMA__URL"] = sim_url
     os.environ.setdefault("RESAYIL_CONFIG", str(HERE / "resayil.toml"))
+    # A fresh token and webhook secret each run: the simulator and the gateway share them, nothing else does.
+    pay_token, pay_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+    pay_runner, pay_url = await start_myfatoorah(port=0, api_token=pay_token, webhook_secret=pay_secret)
+    os.environ.update(
+        {
+            "RESAYIL_MYFATOORAH__ENABLED": "true",
+            "RESAYIL_MYFATOORAH__BASE_URL": pay_url,
+            "RESAYIL_MYFATOORAH__API_TOKEN": pay_token,
+            "RESAYIL_MYFATOORAH__WEBHOOK_SECRET": pay_secret,
+        }
+    )
+    cloud_runner, cloud_url = await start_cloud(port=0, latency_ms=200, tokens_per_second=60)
+    sink_token = secrets.token_urlsafe(16)
+    sink_runner, sink_url = await start_sink(port=0, token=sink_token)
+    os.environ.update(
+        {
+            "RESAYIL_CLOUD__URL": cloud_url,
+            "RESAYIL_CLOUD__API_KEY": SIMULATOR_API_KEY,
+            "RESAYIL_WHATSAPP__ENABLED": "true",
+            "RESAYIL_WHATSAPP__BASE_URL": sink_url,
+            "RESAYIL_WHATSAPP__TOKEN": sink_token,
+        }
+    )
     gateway = gateway_from_config()
+    base = gateway.settings.gateway.public_url
+    pay_runner.app[SIMULATOR].configure({"webhook_url": f"{base}/billing/webhooks/myfatoorah"})
     await upgrade(gateway.store)
     key, user_password, admin_password = await _seed(gateway)
-    base = gateway.settings.gateway.public_url
     print(
         f"""
-  Resayil Gateway (demo) — {base}   Ollama simulator: {sim_url}
+  Resayil Gateway (demo) — {base}
+  Simulators: Ollama {sim_url}   cloud {cloud_url}   MyFatoorah {pay_url}
+  WhatsApp messages sent by the gateway: {sink_url}/
 
   Demo API key (shown once): {key}
 
@@ -90,6 +124,7 @@ async def make_app() -> web.Application:
   Portal:  {base}/   (Arabic by default; English from the top bar)
   User:    {DEMO_EMAIL} / {user_password}
   Admin:   {ADMIN_EMAIL} / {admin_password}   ({base}/admin)
+  Buy:     {base}/billing/top-up   (the MyFatoorah simulator's page: Pay or Decline; no real money moves)
   Stop:    Ctrl-C
 """,
         flush=True,
@@ -97,7 +132,8 @@ async def make_app() -> web.Application:
     app = create_app(gateway)
 
     async def stop_simulator(_app: web.Application) -> None:
-        await runner.cleanup()
+        for simulator in (sink_runner, cloud_runner, pay_runner, runner):
+            await simulator.cleanup()
 
     app.on_cleanup.append(stop_simulator)
     return app

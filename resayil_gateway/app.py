@@ -4,8 +4,8 @@ cleanup contexts, core routes, plugin routes.
 One cleanup context per resource, each starting its resource before the ``yield`` and stopping it after, in
 reverse order at shutdown: the database engines, the shared state, the request path's hot pool, the
 backends, the payment providers and channels, then each background loop (stale holds swept at start,
-usage rows, key usage, hold leases and plan expiry), then every plugin's ``lifespan``. Charges still in
-flight settle before the store closes.
+usage rows, key usage, hold leases and plan expiry, the payment reconciler), then every plugin's
+``lifespan``. Charges still in flight settle before the store closes.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .api.rate_limits import add_rate_limit_headers, rate_limiter_context
 from .api.routes import API_PREFIXES, api_routes
 from .errors import AuthenticationFailed, GatewayError, ServiceUnavailable
 from .events.auth_failures import client_ip as request_client_ip
@@ -31,6 +32,7 @@ from .events.delivery import run_notifications
 from .gateway import Gateway
 from .hookcalls import await_me_maybe
 from .outages import describe_outage, is_unavailable
+from .web.billing_pages import billing_routes
 from .web.sessions import setup_sessions
 from .web_keys import GATEWAY, MODEL, REQUEST_ID
 
@@ -140,7 +142,13 @@ async def _hot_pool(app: web.Application) -> AsyncIterator[None]:
     """The request path's own PostgreSQL connections: closed once every charge in flight has settled."""
     gateway = app[GATEWAY]
     yield
-    await gateway.drain()
+    cancelled = await gateway.tasks.drain(timeout=gateway.settings.gateway.shutdown_timeout_s)
+    if cancelled:
+        log.error(
+            "stopped with %d charge(s) unsettled (the store did not come back); their holds are released when "
+            "their leases run out",
+            cancelled,
+        )
     await gateway.ledger.close()
     await gateway.store.close_hot()
 
@@ -177,7 +185,12 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 async def _stale_holds(app: web.Application) -> AsyncIterator[None]:
     """Release holds left by processes that died (every hold, on SQLite: one process owns that file)."""
     gateway = app[GATEWAY]
-    await gateway.ledger.release_stale_holds(everything=gateway.store.is_sqlite)
+    try:
+        await gateway.ledger.release_stale_holds(everything=gateway.store.is_sqlite)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        log.error("could not sweep stale holds at start (%s); housekeeping will", describe_outage(exc))
     yield
 
 
@@ -232,6 +245,7 @@ async def _housekeeping(gateway: Gateway) -> None:
 CORE_CONTEXTS: tuple[Context, ...] = (
     _store,
     _shared_state,
+    rate_limiter_context,
     _hot_pool,
     _backends,
     _stale_holds,
@@ -239,6 +253,7 @@ CORE_CONTEXTS: tuple[Context, ...] = (
     _loop("usage-recorder", lambda gateway: gateway.usage.run(), _flush_usage),
     _loop("key-usage", lambda gateway: gateway.keys.run_usage_flusher(), _flush_key_usage),
     _loop("housekeeping", _housekeeping, _nothing),
+    _loop("reconciler", lambda gateway: gateway.orders.run(), _nothing),
 )
 
 
@@ -275,9 +290,11 @@ def create_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     setup_sessions(app, gateway)
     app.on_response_prepare.append(_add_request_id)
+    app.on_response_prepare.append(add_rate_limit_headers)
     app.cleanup_ctx.extend(CORE_CONTEXTS)
     app.cleanup_ctx.extend(_plugin_lifespans(gateway))
     app.add_routes(api_routes())
+    app.add_routes(billing_routes())
     for routes in gateway.pm.hook.register_routes(gateway=gateway):
         if routes:
             app.add_routes(routes)

@@ -17,10 +17,21 @@ class BackgroundTasks:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def drain(self) -> None:
-        """Wait for every tracked task, including those started while waiting."""
+    async def drain(self, timeout: float | None = None) -> int:
+        """Wait for every tracked task, including those started while waiting. With ``timeout``, cancel what
+        is still running when it runs out (shutdown with the store down) and return how many were cancelled."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                left = list(self._pending)
+                for task in left:
+                    task.cancel()
+                await asyncio.gather(*left, return_exceptions=True)
+                return len(left)
+            await asyncio.wait(list(self._pending), timeout=remaining)
+        return 0
 
     def __len__(self) -> int:
         return len(self._pending)

@@ -23,16 +23,18 @@ from . import __version__
 from .auth.accounts import AccountError
 from .auth.api_keys import KeyRefused
 from .billing.ledger import LedgerError
+from .billing.orders_cli import add_order_commands
 from .bootstrap import gateway_from_config
 from .config import ConfigError
 from .events.commands import notification_commands
 from .gateway import Gateway
-from .logs import configure_logging
+from .logs import configure_logging, redact
 from .outages import describe_outage, is_unavailable
 from .plugins import PluginError, make_plugin_manager, plugin_list
 from .store import upgrade
 
 T = TypeVar("T")
+HOLD_SWEEP_GRACE_S = 60  # housekeeping runs every 30 s: a hold past its lease longer than this is stuck
 
 config_option = click.option(
     "--config",
@@ -44,8 +46,8 @@ config_option = click.option(
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print one line on stderr and exit."""
-    click.echo(f"error: {message}", err=True)
+    """Print one line on stderr, with any secret in it masked, and exit."""
+    click.echo(f"error: {redact(message)}", err=True)
     sys.exit(code)
 
 
@@ -102,6 +104,7 @@ def build_cli(pm: pluggy.PluginManager | None) -> click.Group:
     cli.add_command(credits)
     cli.add_command(ledger)
     cli.add_command(plugins)
+    add_order_commands(cli, run_with_gateway, config_option)
     for group in notification_commands(run_with_gateway, config_option, fail):
         cli.add_command(group)
     if pm is not None:
@@ -339,16 +342,25 @@ def ledger() -> None:
 @config_option
 @run_with_gateway
 async def ledger_check(gateway: Gateway) -> None:
-    """Exit 1 when any balance differs from its ledger sum (or its holds)."""
+    """Exit 1 when any balance differs from its ledger sum (or its holds), or a hold is older than its lease
+    allows (credits locked for a request nobody will settle)."""
     problems = await gateway.ledger.check()
     for problem in problems:
         click.echo(
             f"account {problem.account_id}: {problem.field} is {problem.stored}, ledger says {problem.expected}",
             err=True,
         )
-    if problems:
+    # a healthy gateway releases an expired hold within one housekeeping pass
+    overdue = await gateway.ledger.overdue_holds(grace=timedelta(seconds=HOLD_SWEEP_GRACE_S))
+    for hold in overdue:
+        click.echo(
+            f"hold {hold.hold_id} (account {hold.account_id}, {hold.amount} credits) is past its lease since "
+            f"{hold.lease_until.isoformat(timespec='seconds')}",
+            err=True,
+        )
+    if problems or overdue:
         sys.exit(1)
-    click.echo("ledger ok: every balance equals its ledger sum")
+    click.echo("ledger ok: every balance equals its ledger sum and no hold is past its lease")
 
 
 @click.command()

@@ -1,11 +1,11 @@
 """Typed settings: built-in defaults < TOML file (``--config`` / ``RESAYIL_CONFIG``) < ``RESAYIL_*`` environment.
 
 The core owns ``[gateway]``, ``[billing]``, ``[plans.*]``, ``[packs.*]``, ``[routing]``, ``[models]`` and
-``[notifications]``; each plugin declares its own section through the ``register_settings`` hook with a
-pydantic model. Any key can be
-set from the environment as ``RESAYIL_<SECTION>__<KEY>`` ("__" between levels); ``RESAYIL_DATABASE_URL``,
-``RESAYIL_REDIS_URL``, ``RESAYIL_SECRET_KEY`` and ``RESAYIL_PUBLIC_URL`` are short aliases. A bad value, a
-wrong type or an unknown key raises :class:`ConfigError`, whose one-line message names the key.
+``[limits]``, ``[notifications]``; each plugin declares its own section through the ``register_settings`` hook
+with a pydantic model. Any key can be set from the environment as ``RESAYIL_<SECTION>__<KEY>`` ("__" between
+levels); ``RESAYIL_DATABASE_URL``, ``RESAYIL_REDIS_URL``, ``RESAYIL_SECRET_KEY`` and ``RESAYIL_PUBLIC_URL`` are
+short aliases. A bad value, a wrong type or an unknown key raises :class:`ConfigError`, whose one-line message
+names the key.
 """
 
 from __future__ import annotations
@@ -17,9 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from .logs import redact, remember_secrets
 
 ENV_PREFIX = "RESAYIL_"
 SHORT_ALIASES = {
@@ -62,6 +67,10 @@ class GatewaySettings(Section):
     db_hot_pool_size: int = Field(24, ge=1, le=500)
     session_remember_days: int = Field(30, ge=1, le=400)
     session_hours: int = Field(12, ge=1, le=24 * 30)
+    # Slow clients (slow-loris): the whole request head, then the whole body, must arrive within these.
+    header_read_timeout_s: float = Field(10.0, gt=0)
+    body_read_timeout_s: float = Field(60.0, gt=0)
+    keepalive_timeout_s: float = Field(75.0, gt=0)
     trusted_proxies: tuple[str, ...] = ()
     refuse_banned_ips: bool = False
 
@@ -98,6 +107,13 @@ class GatewaySettings(Section):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         if value.startswith("postgresql://"):
             value = "postgresql+asyncpg://" + value[len("postgresql://") :]
+        try:
+            url = make_url(value)
+            url.port  # noqa: B018 - parsing is the check; its errors never quote the URL
+        except (ArgumentError, ValueError):
+            raise ValueError("is not a valid database URL (check the host, port and escaping)") from None
+        if url.get_backend_name() == "sqlite" and (url.host or url.username or url.password):
+            raise ValueError("an SQLite URL names only a file, as in sqlite+aiosqlite:///var/resayil.db")
         return value
 
     @field_validator("redis_url")
@@ -105,6 +121,14 @@ class GatewaySettings(Section):
     def _redis_scheme(cls, value: str) -> str:
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be empty or start with redis://, rediss:// or unix://")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - parsing is the check
+        except ValueError:
+            raise ValueError("is not a valid Redis URL (check the host, port and escaping)") from None
+        database = parts.path.strip("/") if parts.scheme != "unix" else ""
+        if database and not database.isdigit():
+            raise ValueError("the database after the host must be a number, as in redis://host:6379/0")
         return value
 
 
@@ -164,6 +188,13 @@ class RoutingSettings(Section):
 
     failover_queue_depth: int = Field(3, ge=0)
     max_queue_wait_s: float = Field(30.0, gt=0)
+
+
+class LimitsSettings(Section):
+    """``[limits]``: what the per-account rate limit (each plan's ``requests_per_minute``) does when Redis
+    cannot be reached: ``open`` limits each worker on its own, ``closed`` answers 503."""
+
+    on_redis_error: Literal["open", "closed"] = "open"
 
 
 class CatalogEntry(Section):
@@ -230,6 +261,7 @@ CORE_SECTIONS: dict[str, type[Section]] = {
     "billing": BillingSettings,
     "routing": RoutingSettings,
     "models": ModelsSettings,
+    "limits": LimitsSettings,
     "notifications": NotificationsSettings,
 }
 
@@ -247,6 +279,7 @@ class Settings:
     packs: Mapping[str, PackSettings]
     plugin_sections: Mapping[str, Section] = field(default_factory=dict)
     source: str | None = None
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
     def section(self, name: str) -> Any:
         """A plugin's settings section by name (as it registered it); ``KeyError`` if none was."""
@@ -297,6 +330,7 @@ def load_settings(
         raise ConfigError(f"plans.{DEFAULT_PLAN}: the default plan must exist")
     packs = {pid: _validate(PackSettings, body, f"packs.{pid}") for pid, body in raw["packs"].items()}
     plugins = {name: _validate(model, raw.get(name, {}), name) for name, model in plugin_sections.items()}
+    remember_secrets(secret_values([*sections.values(), *plugins.values()]))
     return Settings(
         plans=plans,
         packs=packs,
@@ -321,9 +355,34 @@ def _validate(model: type[Section], body: Any, where: str) -> Any:
         given = first.get("input")
         field = model.model_fields.get(str(first["loc"][0])) if first["loc"] else None
         secret = field is not None and "SecretStr" in str(field.annotation)
-        shown = "" if isinstance(given, dict) or secret else f" (got {given!r})"
+        shown = "" if isinstance(given, dict) or secret else f" (got {redact(repr(given))})"
         message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{key}: {message}{shown}") from None
+
+
+def secret_values(value: Any) -> list[str]:
+    """Every secret a settings object holds: ``SecretStr`` values and passwords inside URLs, at any depth."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, str):
+        return _url_password(value)
+    if isinstance(value, BaseModel):
+        return [secret for name in type(value).model_fields for secret in secret_values(getattr(value, name))]
+    if isinstance(value, Mapping):
+        return [secret for item in value.values() for secret in secret_values(item)]
+    if isinstance(value, tuple | list):
+        return [secret for item in value for secret in secret_values(item)]
+    return []
+
+
+def _url_password(value: str) -> list[str]:
+    if "://" not in value or "@" not in value:
+        return []
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        return []
+    return [unquote(password), password] if password else []
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

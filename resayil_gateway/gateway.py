@@ -30,6 +30,7 @@ from .auth.api_keys import KeyService
 from .background import BackgroundTasks
 from .billing.ledger import Ledger
 from .billing.metering import Metering
+from .billing.orders import OrderService
 from .billing.plans import PlanService
 from .billing.usage import UsageRecorder
 from .clock import Clock
@@ -37,6 +38,8 @@ from .config import ConfigError, Settings
 from .domain import Caller, Event, ModelInfo, Usage
 from .events.bus import Events
 from .hookcalls import all_results, first_result, notify_each
+from .limits import RateLimiter, make_limiter
+from .logs import remember_secrets
 from .metrics import Metrics
 from .routing.admission import Admission
 from .routing.backends import Backend
@@ -66,6 +69,7 @@ class Gateway:
         config = settings.gateway
         self.store = Store(config.database_url, pool_size=config.db_pool_size, hot_pool_size=config.db_hot_pool_size)
         self.state: SharedState = make_state(config.redis_url, self.instance_id, config.redis_prefix)
+        self.limiter: RateLimiter = make_limiter(settings.limits, self.state, self.clock)
         self.metrics = Metrics()
         self.tasks = BackgroundTasks()
         self.account_changes = AccountChanges(self.state)
@@ -107,6 +111,9 @@ class Gateway:
         self.admission = Admission()
         self.backends: dict[str, Backend] = {}
         self.payment_providers: dict[str, Any] = {}
+        self.orders = OrderService(
+            self.store, self.clock, settings, self.ledger, self.plans, self.emit, self.payment_providers
+        )
         self.catalog = Catalog(settings.models, self.backends)
         self._prepared = False
 
@@ -191,6 +198,7 @@ class Gateway:
             await self.usage.flush()
             await self.keys.flush_usage()
         with contextlib.suppress(Exception):
+            await self.limiter.close()
             await self.state.close()
         await self.store.dispose()
 
@@ -219,6 +227,7 @@ def resolve_secret(settings: Settings) -> bytes:
             raise ConfigError(f"gateway.secret_key_file: cannot read {path}: {exc.strerror}") from None
         if len(text) < 16:
             raise ConfigError("gateway.secret_key_file: the secret must be at least 16 characters")
+        remember_secrets([text])
         return text.encode()
     if not gateway.database_url.startswith("sqlite"):
         raise ConfigError("gateway.secret_key: required with PostgreSQL (set RESAYIL_SECRET_KEY)")

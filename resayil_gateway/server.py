@@ -24,10 +24,12 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client import values as prometheus_values
 
 from .app import create_app
+from .client_timeouts import ReadTimeouts, TimedAppRunner
 from .config import ConfigError
 from .gateway import Gateway
 from .logs import AccessLogger
 from .store import upgrade
+from .store.connection_budget import connection_budget
 
 log = logging.getLogger("resayil.server")
 
@@ -61,15 +63,50 @@ def _run_one(gateway: Gateway, sock: socket.socket, access_log: bool, parent: in
     app = create_app(gateway)
     if parent is not None:
         app.cleanup_ctx.append(functools.partial(_stop_when_orphaned, parent=parent))
-    web.run_app(
+    settings = gateway.settings.gateway
+    runner = TimedAppRunner(
         app,
-        sock=sock,
-        shutdown_timeout=gateway.settings.gateway.shutdown_timeout_s,
+        timeouts=ReadTimeouts(settings.header_read_timeout_s, settings.body_read_timeout_s),
+        handle_signals=True,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        keepalive_timeout=settings.keepalive_timeout_s,
         handler_cancellation=True,
         access_log_class=AccessLogger,
         access_log=logging.getLogger("resayil.access") if access_log else None,
-        print=None,
     )
+    _run_until_signalled(runner, sock)
+
+
+def _run_until_signalled(runner: web.AppRunner, sock: socket.socket) -> None:
+    """What ``web.run_app`` does, with our runner: serve until SIGTERM/SIGINT, then shut down gracefully
+    (in-flight requests finish within the shutdown timeout) before cancelling what is left."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_serve_on(runner, sock))
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not main.done():
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(main)
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _serve_on(runner: web.AppRunner, sock: socket.socket) -> None:
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        await asyncio.Event().wait()  # until a signal raises GracefulExit
+    finally:
+        await runner.cleanup()
 
 
 def serve(
@@ -85,7 +122,7 @@ def serve(
     One gateway per process: ``gateway`` serves when there is one worker (and only prepares otherwise); each
     forked worker builds its own with ``make_gateway`` (connections never cross a fork)."""
     check_workers(gateway, workers)
-    asyncio.run(_prepare(gateway))
+    asyncio.run(_prepare(gateway, workers))
     sock = _bind(host, port)
     bound = sock.getsockname()
     log.info("Resayil Gateway listening on http://%s:%s with %d worker(s)", bound[0], bound[1], workers)
@@ -102,11 +139,15 @@ def serve(
             shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
 
 
-async def _prepare(gateway: Gateway) -> None:
-    """Before listening: the shared state answers and the schema is current (a clear one-line error otherwise)."""
+async def _prepare(gateway: Gateway, workers: int = 1) -> None:
+    """Before listening: the shared state answers and the schema is current (a clear one-line error otherwise),
+    and the PostgreSQL connection budget is said when it does not fit."""
     try:
         await gateway.state.ping()
         await upgrade(gateway.store)
+        budget = await connection_budget(gateway.store, workers)
+        if budget is not None and not budget.fits:
+            log.warning(budget.describe(workers))
     finally:
         await gateway.state.close()
         await gateway.store.dispose()

@@ -58,6 +58,7 @@ class LiveDeployment:
         overrides = {
             "ollama": {"url": self.simulator_url, "max_concurrency": 16, "discover": True},
             "models": {"catalog": CATALOG},
+            "plans": {"basic": {"requests_per_minute": 1_000_000}},  # rate limits have their own tests
         }
         for section, values in self.overrides.items():
             overrides[section] = {**overrides.get(section, {}), **values}

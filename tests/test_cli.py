@@ -407,7 +407,7 @@ def test_ledger_check_passes_when_every_balance_equals_its_ledger(resayil):
     resayil("credits", "grant", "amal@example.com", "25", "--reason", "gift")
     result = resayil("ledger", "check")
     assert result.exit_code == 0, result.output
-    assert result.stdout == "ledger ok: every balance equals its ledger sum\n"
+    assert result.stdout == "ledger ok: every balance equals its ledger sum and no hold is past its lease\n"
 
 
 def test_ledger_check_fails_naming_the_account_whose_balance_was_tampered_with(resayil):

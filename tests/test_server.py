@@ -79,6 +79,7 @@ def deployment(stack_info, tmp_path):
         "RESAYIL_OLLAMA__URL": f"http://127.0.0.1:{sim_port}",
         "RESAYIL_OLLAMA__MAX_CONCURRENCY": "8",
         "RESAYIL_DISABLE_PLUGINS": "hello",
+        "RESAYIL_PLANS__BASIC__REQUESTS_PER_MINUTE": "1000000",  # rate limits have their own tests
     }
     wait_for(sim_port, "/api/version")
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from aiohttp import web
+from aiohttp_session import Session
 from yarl import URL
 
 from resayil_gateway.app import create_app
@@ -14,6 +15,7 @@ from resayil_gateway.gateway import Gateway
 from resayil_gateway.plugins import hookimpl
 from resayil_gateway.web.sessions import (
     COOKIE_NAME,
+    SESSIONS,
     check_csrf,
     csrf_exempt,
     csrf_token,
@@ -71,6 +73,10 @@ class SessionPages:
         @csrf_exempt
         async def signed(request):
             return web.Response(text="signed")
+
+        @routes.get("/boom")
+        async def boom(request):
+            raise RuntimeError("a bug")
 
         @routes.post("/explicit")
         async def explicit(request):
@@ -253,3 +259,34 @@ def test_session_lifetimes_are_settings(make_gateway):
     gateway = make_gateway(overrides={"gateway": {"session_remember_days": 7, "session_hours": 2}})
     assert gateway.settings.gateway.session_remember_days == 7
     assert timedelta(hours=gateway.settings.gateway.session_hours) == timedelta(hours=2)
+
+
+async def test_a_visitors_form_session_lasts_as_long_as_a_browser_session(web_client):
+    """A visitor who has not logged in keeps the CSRF token of the login form long enough to type into it."""
+    response = await web_client.get("/token")
+    sessions = web_client.server.app[SESSIONS]
+    visitor = Session(None, data={"created": 0, "session": {"csrf": await response.text()}}, new=False)
+    assert sessions.server_lifetime(visitor) == 12 * 3600
+    await _login(web_client)
+    logged_in = Session(None, data={"created": 0, "session": {"expires": sessions.now() + 3600}}, new=False)
+    assert 3600 <= sessions.server_lifetime(logged_in) <= 3600 + 60
+    if sessions.redis_storage is not None:
+        identity = web_client.session.cookie_jar.filter_cookies(URL(str(web_client.make_url("/"))))[COOKIE_NAME]
+        ttl = await web_client.gateway.state.redis.ttl(web_client.gateway.state.key("session", identity.value))
+        assert ttl > 11 * 3600
+
+
+@one_stack
+async def test_an_unknown_web_page_is_an_html_page_and_an_unknown_api_path_stays_json(web_client):
+    page = await web_client.get("/no-such-page")
+    assert page.status == 404 and "text/html" in page.headers["Content-Type"]
+    assert "Page not found" in await page.text()
+    api = await web_client.get("/v1/no-such-thing")
+    assert api.status == 404 and api.headers["Content-Type"].startswith("application/json")
+
+
+@one_stack
+async def test_a_failing_web_page_answers_an_html_error_page_not_json(web_client):
+    response = await web_client.get("/boom")
+    assert response.status == 500 and "text/html" in response.headers["Content-Type"]
+    assert "a bug" not in await response.text()

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from resayil_gateway.gateway import Gateway
 from resayil_gateway.hookcalls import await_me_maybe
-from resayil_gateway.store.tables import accounts, bans, orders, outbox, subscriptions, usage_daily
+from resayil_gateway.store.tables import accounts, bans, ledger, orders, outbox, subscriptions, usage_daily
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,7 @@ class Overview:
     revenue_all: Revenue
     calls_today: int
     calls_month: int
+    uncollected: int
     budget: BudgetGauge | None
 
 
@@ -102,6 +103,7 @@ async def overview(gateway: Gateway) -> Overview:
         )
         plans = {str(plan): int(count) for plan, count in plan_rows}
         calls_today = await conn.scalar(select(func.sum(usage_daily.c.requests)).where(usage_daily.c.day == day.date()))
+        uncollected = await conn.scalar(select(func.sum(ledger.c.uncollected)))
         calls_month = await conn.scalar(
             select(func.sum(usage_daily.c.requests)).where(usage_daily.c.day >= month.date())
         )
@@ -113,6 +115,7 @@ async def overview(gateway: Gateway) -> Overview:
         revenue_all=await _revenue(gateway, None),
         calls_today=int(calls_today or 0),
         calls_month=int(calls_month or 0),
+        uncollected=int(uncollected or 0),
         budget=await cloud_budget(gateway),
     )
 

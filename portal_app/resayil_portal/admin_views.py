@@ -75,6 +75,7 @@ def admin_routes(portal: Portal) -> list[web.RouteDef]:
             )
         except LedgerError:
             return await _user_page(request, account_id, "admin.error_below_zero", status=400)
+        # The ledger writes the audit row (credits.adjusted) in the same transaction as the change.
         raise web.HTTPSeeOther(f"/admin/users/{account_id}?done=adjusted")
 
     async def change_plan(request: web.Request) -> web.Response:

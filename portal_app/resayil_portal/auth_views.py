@@ -115,7 +115,9 @@ def auth_routes(portal: Portal) -> list[web.RouteDef]:
         form = await request.post()
         identifier = str(form.get("login", "")).strip()
         values = {"login": identifier, "next": str(form.get("next", ""))}
-        keys = (f"ip:{client_ip(request)}", f"login:{identifier.lower()}")
+        # One counter per account however its e-mail or phone is typed ("51234567", "+965 5123 4567").
+        known = await portal.gateway.accounts.find(identifier)
+        keys = (f"ip:{client_ip(request)}", f"account:{known.id}" if known else f"login:{identifier.lower()}")
         if await portal.login_throttle.blocked(*keys):
             _log_failure(request, "throttled")
             return await portal.render(request, "throttled.html", status=429)

@@ -116,13 +116,20 @@ async def test_bad_login_says_so_and_logs_the_fail2ban_line(portal, caplog):
     assert "AUTH_FAILURE ip=127.0.0.1 kind=password reason=bad_credentials path=/login" in caplog.text
 
 
-async def test_login_is_throttled_per_account_after_five_failures(portal):
+async def test_login_is_throttled_per_account_after_five_failures_however_it_is_typed(portal):
     await portal.gateway.accounts.create("ali@example.com", "+96550001111", PASSWORD)
-    for _ in range(5):
-        assert (await log_in(portal, "ali@example.com", "wrong-password")).status == 400
-    blocked = await log_in(portal, "ali@example.com", PASSWORD)
+    for login in ("ali@example.com", "ALI@example.com", "50001111", "+96550001111", "+965 5000 1111"):
+        assert (await log_in(portal, login, "wrong-password")).status == 400
+    blocked = await log_in(portal, "50001111", PASSWORD)
     assert blocked.status == 429
     assert "15" in await blocked.text()
+
+
+@one_stack
+async def test_login_is_throttled_per_ip_across_accounts(portal):
+    for number in range(5):
+        await log_in(portal, f"nobody{number}@example.com", "wrong-password")
+    assert (await log_in(portal, "someone-else@example.com", "wrong-password")).status == 429
 
 
 @one_stack
@@ -283,3 +290,39 @@ async def test_logout_from_any_page_ends_the_session(portal):
     response = await portal.post("/logout", data={"csrf_token": csrf_of(html)}, allow_redirects=False)
     assert response.status == 303
     assert (await portal.get("/dashboard", allow_redirects=False)).status == 303
+
+
+@one_stack
+async def test_admin_overview_shows_paid_revenue_today_and_by_plan(portal, clock):
+    from datetime import timedelta
+
+    user = await portal.gateway.accounts.create("user@example.com", "+96550002222", PASSWORD)
+    await portal.gateway.accounts.create("boss@example.com", "+96550003333", PASSWORD, role="admin")
+    now = clock.now()
+    rows = [
+        ("o1", "plan", "pro", 7500, "paid", now),
+        ("o2", "pack", "5k", 5000, "paid", now),
+        ("o3", "pack", "15k", 12000, "pending", None),
+        ("o4", "plan", "basic", 2500, "paid", now - timedelta(days=40)),
+    ]
+    async with portal.gateway.store.begin() as conn:
+        for order_id, kind, item, fils, status, paid_at in rows:
+            await conn.execute(
+                insert(orders).values(
+                    id=order_id,
+                    account_id=user.id,
+                    kind=kind,
+                    item=item,
+                    amount_fils=fils,
+                    status=status,
+                    provider="test",
+                    created_at=now,
+                    updated_at=now,
+                    paid_at=paid_at,
+                )
+            )
+    await log_in(portal, "boss@example.com")
+    html = await (await portal.get("/admin", cookies={"resayil_lang": "en"})).text()
+    assert "12.500 KWD" in html  # today: the paid plan and the paid pack, not the pending one
+    assert "All time 15.000 KWD" in html
+    assert "7.500 KWD" in html and "5.000 KWD" in html

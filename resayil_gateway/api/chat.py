@@ -25,9 +25,11 @@ from ..errors import (
 )
 from ..hookcalls import first_result
 from ..routing.backends import Route
+from ..routing.catalog import route_allowed
 from ..web_keys import GATEWAY, MODEL, REQUEST_ID
 from .openai_format import DONE, ChunkEncoder, completion_body, embeddings_body, error_event
 from .parsing import parse_chat_request, parse_embedding_request, read_json
+from .rate_limits import enforce_rate_limit
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -44,10 +46,12 @@ SSE_HEADERS = {
 
 
 async def authenticate(request: web.Request, gateway: Gateway) -> Caller:
-    """The caller, from the first ``authenticate`` hook that answers; 401 otherwise."""
+    """The caller, from the first ``authenticate`` hook that answers (401 otherwise), counted against its
+    plan's rate limit (429 when over it)."""
     caller = await first_result(gateway.pm.hook.authenticate, request=request, gateway=gateway)
     if caller is None:
         raise AuthenticationFailed("No credentials were accepted.")
+    await enforce_rate_limit(request, gateway, caller)
     return caller
 
 
@@ -63,10 +67,18 @@ async def resolve_model(gateway: Gateway, caller: Caller, name: str) -> ModelInf
 
 
 async def choose_route(gateway: Gateway, caller: Caller, chat: ChatRequest, model: ModelInfo) -> Route:
-    """Where the request runs, from the first ``choose_backend`` hook that answers; 503 when none can."""
+    """Where the request runs, from the first ``choose_backend`` hook that answers; 503 when none can or the
+    answer would run a restricted model or one outside the caller's plan."""
     route = await first_result(
         gateway.pm.hook.choose_backend, caller=caller, chat_request=chat, model=model, gateway=gateway
     )
+    if route is not None and not route_allowed(gateway.catalog, gateway.settings.plan(caller.plan), route):
+        log.error(
+            "choose_backend chose %s for a %s caller: refused (restricted or outside the plan)",
+            route.upstream_model,
+            caller.plan,
+        )
+        route = None
     if route is None:
         raise NoCapacity("No backend can serve this model right now.", headers={"Retry-After": "5"})
     return route

@@ -8,8 +8,22 @@ import orjson
 from aiohttp import web
 
 from .. import __version__
-from .parsing import MAX_STOP_SEQUENCES, ROLES
+from .parsing import (
+    DIMENSIONS_RANGE,
+    LOGIT_BIAS_RANGE,
+    MAX_STOP_SEQUENCES,
+    MAX_TOKENS_RANGE,
+    ROLES,
+    SEED_RANGE,
+    TOKEN_ID_PATTERN,
+    TOP_LOGPROBS_RANGE,
+)
 from .paths import API_PREFIXES
+
+
+def _integer(bounds: tuple[int, int]) -> dict[str, Any]:
+    return {"type": "integer", "minimum": bounds[0], "maximum": bounds[1]}
+
 
 _ERROR = {
     "type": "object",
@@ -72,18 +86,25 @@ _CHAT_REQUEST = {
         "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
         "stream": {"type": "boolean"},
         "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
-        "max_tokens": {"type": "integer", "minimum": 1},
-        "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "max_tokens": _integer(MAX_TOKENS_RANGE),
+        "max_completion_tokens": _integer(MAX_TOKENS_RANGE),
         "temperature": {"type": "number", "minimum": 0, "maximum": 2},
         "top_p": {"type": "number", "minimum": 0, "maximum": 1},
-        "n": {"const": 1},
+        "n": {"type": "integer", "const": 1},
         "stop": {
             "anyOf": [
                 {"type": "string"},
                 {"type": "array", "items": {"type": "string"}, "maxItems": MAX_STOP_SEQUENCES},
             ]
         },
-        "seed": {"type": "integer"},
+        "seed": _integer(SEED_RANGE),
+        "logprobs": {"type": "boolean"},
+        "top_logprobs": _integer(TOP_LOGPROBS_RANGE),
+        "logit_bias": {
+            "type": "object",
+            "propertyNames": {"pattern": TOKEN_ID_PATTERN},
+            "additionalProperties": {"type": "number", "minimum": LOGIT_BIAS_RANGE[0], "maximum": LOGIT_BIAS_RANGE[1]},
+        },
         "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
         "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
         "tools": {
@@ -128,7 +149,7 @@ _EMBEDDING_REQUEST = {
             ]
         },
         "encoding_format": {"enum": ["float", "base64"]},
-        "dimensions": {"type": "integer", "minimum": 1},
+        "dimensions": _integer(DIMENSIONS_RANGE),
     },
 }
 

@@ -3,6 +3,7 @@ nothing here can raise anything else. Unknown fields are accepted and ignored, a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,18 @@ from ..errors import GatewayError, InvalidRequest
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 PART_TYPES = frozenset({"text", "image_url"})
 MAX_STOP_SEQUENCES = 4
+# Integer ranges: what the store and the backends can hold, so an out-of-range value is a 400 naming the
+# parameter instead of an overflow in the database (holds are BIGINT, token counts INTEGER) or an error
+# blamed on the model server (llama.cpp's n_predict and sizes are 32-bit; Ollama's seed is a 64-bit int).
+INT32_MAX = 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_TOKENS_RANGE = (1, INT32_MAX)
+SEED_RANGE = (INT64_MIN, INT64_MAX)
+DIMENSIONS_RANGE = (1, INT32_MAX)
+TOP_LOGPROBS_RANGE = (0, 20)
+LOGIT_BIAS_RANGE = (-100, 100)
+TOKEN_ID_PATTERN = "^[0-9]{1,9}$"  # a vocabulary's token id, well inside 32 bits
+_TOKEN_ID = re.compile(TOKEN_ID_PATTERN)
 
 
 async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
@@ -71,13 +84,30 @@ def _number(body: Mapping[str, Any], name: str, low: float, high: float) -> floa
     return float(value)
 
 
-def _positive_int(body: Mapping[str, Any], name: str) -> int | None:
+def _bounded_int(body: Mapping[str, Any], name: str, bounds: tuple[int, int]) -> int | None:
     value = body.get(name)
     if value is None:
         return None
-    if not _is_int(value) or value < 1:
-        raise InvalidRequest(f"'{name}' must be an integer of at least 1.", param=name)
+    low, high = bounds
+    if not _is_int(value) or not low <= value <= high:
+        raise InvalidRequest(f"'{name}' must be an integer of at least {low} and at most {high}.", param=name)
     return int(value)
+
+
+def _check_logprobs(body: Mapping[str, Any]) -> None:
+    """OpenAI's ``logprobs`` options: not used by every backend, but forwarded by some, so range-checked."""
+    _flag(body, "logprobs")
+    _bounded_int(body, "top_logprobs", TOP_LOGPROBS_RANGE)
+    bias = body.get("logit_bias")
+    if bias is None:
+        return
+    low, high = LOGIT_BIAS_RANGE
+    if not isinstance(bias, dict) or not all(
+        _TOKEN_ID.match(token) and _is_number(value) and low <= value <= high for token, value in bias.items()
+    ):
+        raise InvalidRequest(
+            f"'logit_bias' must map token ids to numbers between {low} and {high}.", param="logit_bias"
+        )
 
 
 def _model(body: Mapping[str, Any]) -> str:
@@ -193,14 +223,12 @@ def parse_chat_request(body: Mapping[str, Any]) -> ChatRequest:
             raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
         include_usage = _flag(options, "include_usage")
     n = body.get("n")
-    if n is not None and n != 1:
+    if n is not None and (not _is_int(n) or n != 1):
         raise InvalidRequest("Only n=1 is supported.", param="n")
-    max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
-    seed = body.get("seed")
-    if seed is not None:
-        if not _is_int(seed):
-            raise InvalidRequest("'seed' must be an integer.", param="seed")
-        seed = int(seed)
+    max_tokens = _bounded_int(body, "max_tokens", MAX_TOKENS_RANGE)
+    max_tokens = _bounded_int(body, "max_completion_tokens", MAX_TOKENS_RANGE) or max_tokens
+    seed = _bounded_int(body, "seed", SEED_RANGE)
+    _check_logprobs(body)
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequest("'user' must be a string.", param="user")
@@ -244,7 +272,7 @@ def parse_embedding_request(body: Mapping[str, Any]) -> EmbeddingRequest:
     return EmbeddingRequest(
         model=model,
         inputs=inputs,
-        dimensions=_positive_int(body, "dimensions"),
+        dimensions=_bounded_int(body, "dimensions", DIMENSIONS_RANGE),
         encoding_format="base64" if encoding == "base64" else "float",
         body=body,
     )

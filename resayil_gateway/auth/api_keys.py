@@ -248,7 +248,9 @@ class KeyService:
             )
         scheme, _, key = authorization.strip().partition(" ")
         key = key.strip()
-        if scheme.lower() != "bearer" or not key:
+        # aiohttp hands over bytes that are not UTF-8 as surrogates, which no message can carry: refuse
+        # anything but ASCII (keys are ASCII) before the header is quoted anywhere.
+        if not authorization.isascii() or scheme.lower() != "bearer" or not key:
             raise AuthenticationFailed(
                 "Malformed Authorization header: expected 'Bearer rsk-...'.", code="malformed_authorization"
             )

@@ -149,6 +149,16 @@ class Mismatch:
     expected: int
 
 
+@dataclass(frozen=True, slots=True)
+class OverdueHold:
+    """A hold past its lease: the process that took it died or gave up on it."""
+
+    hold_id: str
+    account_id: int
+    amount: int
+    lease_until: datetime
+
+
 _ENTRY_COLUMNS = (
     ledger.c.id,
     ledger.c.account_id,
@@ -194,6 +204,7 @@ class Ledger:
         self.clock = clock
         self.owner = owner
         self.lease = lease
+        self.open_holds: set[str] = set()  # reserved here and not settled yet: the leases this process renews
         self._batcher = (
             SettleBatcher(self._settle_batch, settle_window) if settle_window > 0 and not store.is_sqlite else None
         )
@@ -419,6 +430,13 @@ class Ledger:
     # -- the request path --------------------------------------------------------------------------------
 
     async def reserve(self, hold_id: str, account_id: int, amount: int, key_id: int | None = None) -> Hold:
+        """Set ``amount`` credits aside for a request, atomically, or raise :class:`HoldRefused`. This process
+        then owns the hold: it renews the hold's lease until it has settled it (see :meth:`renew_leases`)."""
+        hold = await self._reserve(hold_id, account_id, amount, key_id)
+        self.open_holds.add(hold_id)
+        return hold
+
+    async def _reserve(self, hold_id: str, account_id: int, amount: int, key_id: int | None = None) -> Hold:
         """Set ``amount`` credits aside for a request, atomically, or raise :class:`HoldRefused`.
 
         In the same statement the key must not be revoked and the account must be active, so the store
@@ -504,6 +522,17 @@ class Ledger:
         return HoldRefused("insufficient", (await self.balance(account_id, conn)).available)
 
     async def settle(self, hold_id: str, cost: int, *, memo: str = "", account_id: int | None = None) -> Charge | None:
+        """Charge ``cost`` against a hold and release the rest, atomically; None if the hold is gone (see
+        :meth:`_settle`). Once settled, this process stops renewing the hold's lease."""
+        charge = await self._settle(hold_id, cost, memo=memo, account_id=account_id)
+        self.open_holds.discard(hold_id)
+        return charge
+
+    def abandon(self, hold_id: str) -> None:
+        """Stop renewing a hold this process will never settle: its lease runs out and any process releases it."""
+        self.open_holds.discard(hold_id)
+
+    async def _settle(self, hold_id: str, cost: int, *, memo: str = "", account_id: int | None = None) -> Charge | None:
         """Charge ``cost`` against a hold and release the rest, atomically; None if the hold is gone.
 
         The charge may use the hold plus any available balance; what it cannot collect is recorded as
@@ -624,13 +653,39 @@ class Ledger:
     # -- crash recovery ----------------------------------------------------------------------------------
 
     async def renew_leases(self) -> int:
-        """Extend the leases of this process's open holds; returns how many."""
+        """Extend the leases of the holds this process still means to settle (and only those: a hold it gave
+        up on expires and is released by whichever process sweeps first); returns how many.
+
+        Rows are locked in (account, id) order, the order a settle batch takes them in, so a renewal and a
+        batch never wait on each other in a cycle.
+        """
+        if not self.open_holds:
+            return 0
         now = self.clock.now()
+        mine = (
+            select(holds.c.id)
+            .where(holds.c.owner == self.owner, holds.c.id.in_(sorted(self.open_holds)))
+            .order_by(holds.c.account_id, holds.c.id)
+        )
+        if not self.store.is_sqlite:
+            mine = mine.with_for_update()
         async with self.store.begin_fast() as conn:
-            result = await conn.execute(
-                update(holds).where(holds.c.owner == self.owner).values(lease_until=now + self.lease)
-            )
+            ids = [row.id for row in await conn.execute(mine)]
+            if not ids:
+                return 0
+            result = await conn.execute(update(holds).where(holds.c.id.in_(ids)).values(lease_until=now + self.lease))
         return result.rowcount or 0
+
+    async def overdue_holds(self, grace: timedelta = timedelta(0)) -> list[OverdueHold]:
+        """Holds whose lease ran out more than ``grace`` ago: credits locked for requests nobody settles (a
+        healthy gateway releases these within one housekeeping pass)."""
+        query = (
+            select(holds.c.id, holds.c.account_id, holds.c.amount, holds.c.lease_until)
+            .where(holds.c.lease_until < self.clock.now() - grace)
+            .order_by(holds.c.lease_until)
+        )
+        async with self.store.connect() as conn:
+            return [OverdueHold(*row) for row in await conn.execute(query)]
 
     async def release_stale_holds(self, everything: bool = False) -> int:
         """Release holds whose lease ran out (their process died), or every hold when ``everything`` (a single

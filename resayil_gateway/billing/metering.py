@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..domain import Caller, Event, ModelInfo, Usage
 from ..errors import AuthenticationFailed, InsufficientCredits
+from ..outages import describe_outage, is_unavailable
 from .ledger import Charge, HoldRefused
 from .pricing import hold_usage
 from .usage import UsageRecord
@@ -32,8 +33,9 @@ Price = Callable[[Caller, ModelInfo, str, Usage], Awaitable[int]]
 
 log = logging.getLogger("resayil.metering")
 
-SETTLE_ATTEMPTS = 5
 SETTLE_BACKOFF_S = 0.2
+SETTLE_BACKOFF_MAX_S = 5.0
+FINISH_WAIT_S = 5.0  # how long a handler waits for its own settle before leaving it to the background
 
 
 class Metering:
@@ -129,7 +131,11 @@ class Meter:
         """Charge ``usage`` (None or empty: release the hold) and record the request. Safe to await from a
         cancelled task: the work runs to completion in its own task."""
         task = self.finish_later(usage, status, error_code)
-        return None if task is None else await asyncio.shield(task)
+        if task is None:
+            return None
+        # never hold the client for long: a settle waiting for the store goes on in the background
+        done, _ = await asyncio.wait([task], timeout=FINISH_WAIT_S)
+        return task.result() if done else None
 
     def finish_later(
         self, usage: Usage | None, status: int, error_code: str | None = None
@@ -144,22 +150,26 @@ class Meter:
         return task
 
     async def _settle(self, cost: int) -> Charge | None:
-        """Settle, retrying a store that fails for a moment. Retrying is safe: the first settle that commits
-        deletes the hold, so a repeat finds nothing and charges nothing."""
-        for attempt in range(SETTLE_ATTEMPTS):
+        """Settle, retrying for as long as this process lives while the store cannot be reached: a served
+        request is never left uncharged and its credits never stay locked. Retrying is safe: the first settle
+        that commits deletes the hold, so a repeat finds nothing and charges nothing. Any other failure (a
+        bug) gives up at once: the hold is abandoned, its lease runs out, and housekeeping releases it."""
+        ledger = self.billing.ledger
+        attempt = 0
+        while True:
             try:
-                return await self.billing.ledger.settle(
-                    self.hold_id, cost, memo=self.model.id, account_id=self.caller.account_id
-                )
-            except Exception:
-                if attempt == SETTLE_ATTEMPTS - 1:
-                    # The hold stays in the store (its lease runs out and housekeeping releases it): logged loudly.
-                    log.exception(
-                        "could not settle hold %s (cost %d) after %d attempts", self.hold_id, cost, attempt + 1
-                    )
+                return await ledger.settle(self.hold_id, cost, memo=self.model.id, account_id=self.caller.account_id)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    ledger.abandon(self.hold_id)
+                    log.exception("could not settle hold %s (cost %d); it will be released", self.hold_id, cost)
                     return None
-                await asyncio.sleep(SETTLE_BACKOFF_S * 2**attempt)
-        return None
+                if attempt == 0 or attempt % 20 == 0:
+                    log.error(
+                        "settle of hold %s (cost %d) waits for the store: %s", self.hold_id, cost, describe_outage(exc)
+                    )
+                await asyncio.sleep(min(SETTLE_BACKOFF_MAX_S, SETTLE_BACKOFF_S * 2**attempt))
+                attempt += 1
 
     async def _finish(self, usage: Usage | None, status: int, error_code: str | None) -> Charge | None:
         billing = self.billing

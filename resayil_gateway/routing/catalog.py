@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from ..config import ModelsSettings
+from ..config import ModelsSettings, PlanSettings
 from ..domain import DiscoveredModel, ModelInfo
-from .backends import Backend
+from .backends import Backend, Route
 
 
 def base_name(model: str) -> str:
@@ -77,7 +77,8 @@ class Catalog:
         ordered: list[ModelInfo] = []
 
         def add(info: ModelInfo) -> None:
-            if self.is_restricted(info.id) or info.id.lower() in models:
+            restricted = self.is_restricted(info.id) or self.is_restricted(info.name_upstream)
+            if restricted or info.id.lower() in models:
                 return
             models[info.id.lower()] = info
             ordered.append(info)
@@ -138,3 +139,42 @@ def plan_allows(selectors: Iterable[str], model: ModelInfo) -> bool:
         if selector.lower() in model_keys(model.id):
             return True
     return False
+
+
+# -- access rules every path applies (check_access, GET /v1/models, failover, the final route check) ---------
+
+
+def is_restricted_model(catalog: Catalog, model: ModelInfo) -> bool:
+    """True when the model, by its id or by the name its backend knows it by, is on the restricted list."""
+    return catalog.is_restricted(model.id) or catalog.is_restricted(model.name_upstream)
+
+
+def may_serve(catalog: Catalog, plan: PlanSettings, model: ModelInfo) -> bool:
+    """True when ``model`` is not restricted and ``plan`` includes it. No I/O: call it per request."""
+    return not is_restricted_model(catalog, model) and plan_allows(plan.models, model)
+
+
+def allowed_cloud_equivalent(catalog: Catalog, plan: PlanSettings, model: ModelInfo) -> ModelInfo | None:
+    """The failover target for ``model``: its configured cloud equivalent, when that is in the catalog, not
+    restricted and included in ``plan`` (so a plan without cloud access never fails over); else None."""
+    if not model.cloud_equivalent:
+        return None
+    target = catalog.get(model.cloud_equivalent)
+    if target is None or not may_serve(catalog, plan, target):
+        return None
+    return target
+
+
+def route_allowed(catalog: Catalog, plan: PlanSettings, route: Route) -> bool:
+    """True unless a route would run a restricted model (by the name sent upstream or the model billed) or a
+    model outside ``plan``: the guard behind every ``choose_backend`` answer, failover included."""
+    if catalog.is_restricted(route.upstream_model) or not may_serve(catalog, plan, route.model):
+        return False
+    target = catalog.get(route.upstream_model)
+    return target is None or target is route.model or may_serve(catalog, plan, target)
+
+
+def unlocking_plan(plans: Mapping[str, PlanSettings], model: ModelInfo) -> str | None:
+    """The id of the cheapest plan that includes ``model`` (the one a refusal names), or None."""
+    including = [(plan.price_fils, pid) for pid, plan in plans.items() if plan_allows(plan.models, model)]
+    return min(including)[1] if including else None

@@ -139,7 +139,7 @@ class _RedisStorage(AbstractStorage):
             return
         if identity is None:
             identity = secrets.token_urlsafe(32)
-        ttl = max(1, self._lifetime(session))
+        ttl = self._lifetime(session)
         await self._redis.set(self._key(str(identity)), orjson.dumps(self._get_session_data(session)), ex=ttl)
         self.save_cookie(response, str(identity), max_age=session.max_age)
 
@@ -203,7 +203,7 @@ class WebSessions:
         self.redis_storage: _RedisStorage | None = None
         if redis is not None:
             self.redis_storage = _RedisStorage(
-                redis, gateway.state.prefix, self._lifetime, self.remember_seconds, **cookie
+                redis, gateway.state.prefix, self.server_lifetime, self.remember_seconds, **cookie
             )
             self.storage: AbstractStorage = self.redis_storage
         else:
@@ -216,9 +216,12 @@ class WebSessions:
         derived = bytes.fromhex(gateway.keys.hash_key(_KEY_LABEL))
         return Fernet(base64.urlsafe_b64encode(derived))
 
-    def _lifetime(self, session: Session) -> int:
-        expires = float(session.get("expires", 0))
-        return int(expires - self.gateway.clock.now().timestamp()) + 60
+    def server_lifetime(self, session: Session) -> int:
+        """Seconds the server keeps ``session``: until its login expires, or ``session_hours`` for a visitor
+        who has not logged in (whose session holds only the CSRF token of the forms they are filling in)."""
+        if "expires" not in session:
+            return self.browser_seconds
+        return max(1, int(float(session["expires"]) - self.now()) + 60)
 
     def now(self) -> float:
         """The gateway clock's time as a Unix timestamp."""
@@ -252,6 +255,10 @@ def setup_sessions(app: web.Application, gateway: Gateway) -> WebSessions:
 
         try:
             return await with_session(request, checked)
+        except web.HTTPNotFound as exc:
+            if exc.text != "404: Not Found":  # a handler's own answer stays as it is
+                raise
+            raise _not_found_page() from None
         except (web.HTTPException, asyncio.CancelledError, ConnectionError):
             raise
         except Exception:
@@ -312,6 +319,14 @@ def _error_page() -> web.Response:
         ("حدث خطأ", "تعذر عرض الصفحة. يرجى المحاولة بعد قليل."),
     )
     return web.Response(status=500, text=body, content_type="text/html")
+
+
+def _not_found_page() -> web.HTTPNotFound:
+    body = _bilingual_page(
+        ("Page not found", "There is nothing at this address. Check the link or start from the home page."),
+        ("الصفحة غير موجودة", "لا يوجد شيء على هذا العنوان. تحقق من الرابط أو ابدأ من الصفحة الرئيسية."),
+    )
+    return web.HTTPNotFound(text=body, content_type="text/html")
 
 
 def _bilingual_page(english: tuple[str, str], arabic: tuple[str, str]) -> str:
