@@ -75,14 +75,14 @@ def test_a_template_with_an_unknown_placeholder_or_a_missing_language_fails_the_
 
 
 def test_a_template_is_overridden_from_the_configured_directory_without_code_changes(tmp_path):
-    (tmp_path / "topup.confirmed.en.txt").write_text("Thanks! +${credits} (now ${balance})", encoding="utf-8")
-    text = Templates(tmp_path).render("topup.confirmed", {"credits": 5000, "balance": 5100})
+    (tmp_path / "topup.credited.en.txt").write_text("Thanks! +${credits} (now ${balance})", encoding="utf-8")
+    text = Templates(tmp_path).render("topup.credited", {"credits": 5000, "balance": 5100})
     arabic_then_english(text, "أُضيف 5000 رصيد", "Thanks! +5000 (now 5100)")
 
 
 def test_rendering_with_a_missing_value_is_an_error_not_a_blank():
-    with pytest.raises(TemplateError, match=r"topup\.confirmed.*balance"):
-        Templates().render("topup.confirmed", {"credits": 5})
+    with pytest.raises(TemplateError, match=r"topup\.credited.*balance"):
+        Templates().render("topup.credited", {"credits": 5})
 
 
 # -- the ten events ---------------------------------------------------------------------------------------

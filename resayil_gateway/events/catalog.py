@@ -30,7 +30,7 @@ NOTIFICATIONS: dict[str, Notification] = {
         _notification("plan.activated", "user", "NOTIF-02", "plan", "plan_name", "credits", "expiry_date"),
         _notification("credits.warning", "user", "NOTIF-03", "balance", "percent", "grant_total", "top_up_url"),
         _notification("credits.exhausted", "user", "NOTIF-04", "top_up_url"),
-        _notification("topup.confirmed", "user", "NOTIF-05", "credits", "balance"),
+        _notification("topup.credited", "user", "NOTIF-05", "credits", "balance"),
         _notification("plan.renewal_reminder", "user", "NOTIF-06", "plan", "plan_name", "expiry_date", "days"),
         _notification("cloud.budget_warning", "admin", "NOTIF-07", "used", "limit", "percent", "day"),
         _notification("cloud.budget_exhausted", "admin", "NOTIF-08", "used", "limit", "day"),

@@ -70,7 +70,7 @@ def enterprise_customer(
 
 def topup_confirmed(account_id: int, credits: int, balance: int, ref: str) -> Event:
     """NOTIF-05: a top-up pack was paid (once per order or reference)."""
-    return Event("topup.confirmed", {"credits": credits, "balance": balance}, account_id, key=f"topup:{ref}")
+    return Event("topup.credited", {"credits": credits, "balance": balance}, account_id, key=f"topup:{ref}")
 
 
 async def record_topup_confirmed(tx: EventTransaction, account_id: int, credits: int, balance: int, *, ref: str) -> int:
