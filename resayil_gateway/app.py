@@ -25,6 +25,10 @@ from aiohttp import web
 from .api.rate_limits import add_rate_limit_headers, rate_limiter_context
 from .api.routes import API_PREFIXES, api_routes
 from .errors import AuthenticationFailed, GatewayError, ServiceUnavailable
+from .events.auth_failures import client_ip as request_client_ip
+from .events.auth_failures import log_auth_failure
+from .events.bans import ban_middleware
+from .events.delivery import run_notifications
 from .gateway import Gateway
 from .hookcalls import await_me_maybe
 from .outages import describe_outage, is_unavailable
@@ -32,10 +36,9 @@ from .web.billing_pages import billing_routes
 from .web.sessions import setup_sessions
 from .web_keys import GATEWAY, MODEL, REQUEST_ID
 
-__all__ = ["GATEWAY", "REQUEST_ID", "create_app"]
+__all__ = ["GATEWAY", "REQUEST_ID", "client_ip", "create_app"]
 
 log = logging.getLogger("resayil.app")
-auth_log = logging.getLogger("resayil.auth")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HOUSEKEEPING_INTERVAL_S = 30.0
@@ -56,9 +59,9 @@ def _error_response(error: GatewayError) -> web.Response:
 
 
 def client_ip(request: web.Request) -> str:
-    """The peer's address (a reverse proxy in front should pass the client's through ``X-Forwarded-For``
-    and be trusted explicitly; until then the direct peer is used)."""
-    return request.remote or "-"
+    """The client's address: the direct peer, or what ``X-Forwarded-For`` says when the peer is one of
+    ``gateway.trusted_proxies``."""
+    return request_client_ip(request, request.app[GATEWAY].settings.gateway.trusted_proxies)
 
 
 @web.middleware
@@ -95,12 +98,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except GatewayError as error:
         if isinstance(error, AuthenticationFailed):
             # The one fixed line fail2ban matches (examples/fail2ban): keep its shape stable.
-            auth_log.warning(
-                "AUTH_FAILURE ip=%s kind=api_key reason=%s path=%s",
-                client_ip(request),
-                error.code,
-                request.path,
-            )
+            log_auth_failure(client_ip(request), "api_key", error.code or "invalid_api_key", request.path)
         return _error_response(error)
     except web.HTTPException as exc:
         if not _is_api(request.path) or exc.status < 400:
@@ -257,6 +255,7 @@ CORE_CONTEXTS: tuple[Context, ...] = (
     _hot_pool,
     _backends,
     _stale_holds,
+    _loop("notifications", lambda g: run_notifications(g.events, g.channels, g.settings, g.clock, g.metrics), _nothing),
     _loop("usage-recorder", lambda gateway: gateway.usage.run(), _flush_usage),
     _loop("key-usage", lambda gateway: gateway.keys.run_usage_flusher(), _flush_key_usage),
     _loop("housekeeping", _housekeeping, _nothing),
@@ -288,9 +287,11 @@ def _plugin_lifespans(gateway: Gateway) -> list[Context]:
 
 def create_app(gateway: Gateway) -> web.Application:
     """The web application for ``gateway``: API, health, metrics and every plugin's routes."""
+    config = gateway.settings.gateway
+    refusing = [ban_middleware(gateway.events.bans, config.trusted_proxies)] if config.refuse_banned_ips else []
     app = web.Application(
-        middlewares=[request_id_middleware, metrics_middleware, error_middleware],
-        client_max_size=gateway.settings.gateway.max_body_bytes + 1,
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware, *refusing],
+        client_max_size=config.max_body_bytes + 1,
     )
     gateway.prepare()
     app[GATEWAY] = gateway

@@ -117,6 +117,11 @@ def build_cli(pm: pluggy.PluginManager | None) -> click.Group:
     from .cloud_commands import cloud_group
 
     cli.add_command(cloud_group(config_option, run_with_gateway))
+
+    from .events.commands import notification_commands
+
+    for group in notification_commands(run_with_gateway, config_option, fail):
+        cli.add_command(group)
     if pm is not None:
         pm.hook.register_commands(cli=cli)
     return cli

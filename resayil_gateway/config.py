@@ -1,15 +1,16 @@
 """Typed settings: built-in defaults < TOML file (``--config`` / ``RESAYIL_CONFIG``) < ``RESAYIL_*`` environment.
 
 The core owns ``[gateway]``, ``[billing]``, ``[plans.*]``, ``[packs.*]``, ``[routing]``, ``[models]`` and
-``[limits]``; each plugin declares its own section through the ``register_settings`` hook with a pydantic
-model. Any key can be set from the environment as ``RESAYIL_<SECTION>__<KEY>`` ("__" between levels);
-``RESAYIL_DATABASE_URL``, ``RESAYIL_REDIS_URL``, ``RESAYIL_SECRET_KEY`` and ``RESAYIL_PUBLIC_URL`` are short
-aliases. A bad value, a wrong type or an unknown key raises :class:`ConfigError`, whose one-line message names
-the key.
+``[limits]``, ``[notifications]``; each plugin declares its own section through the ``register_settings`` hook
+with a pydantic model. Any key can be set from the environment as ``RESAYIL_<SECTION>__<KEY>`` ("__" between
+levels); ``RESAYIL_DATABASE_URL``, ``RESAYIL_REDIS_URL``, ``RESAYIL_SECRET_KEY`` and ``RESAYIL_PUBLIC_URL`` are
+short aliases. A bad value, a wrong type or an unknown key raises :class:`ConfigError`, whose one-line message
+names the key.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import tomllib
 from collections.abc import Callable, Mapping
@@ -70,6 +71,18 @@ class GatewaySettings(Section):
     header_read_timeout_s: float = Field(10.0, gt=0)
     body_read_timeout_s: float = Field(60.0, gt=0)
     keepalive_timeout_s: float = Field(75.0, gt=0)
+    trusted_proxies: tuple[str, ...] = ()
+    refuse_banned_ips: bool = False
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
 
     @field_validator("public_url")
     @classmethod
@@ -126,6 +139,21 @@ class BillingSettings(Section):
     signup_credits: int = Field(0, ge=0)
     default_hold_tokens: int = Field(1024, ge=1)
     credit_warning_ratio: float = Field(0.20, ge=0, le=1)
+
+
+class NotificationsSettings(Section):
+    """``[notifications]``: delivery retries and backoff, template overrides, the renewal reminder."""
+
+    templates_dir: str = ""
+    max_attempts: int = Field(6, ge=1, le=100)
+    backoff_base_s: float = Field(30.0, gt=0)
+    backoff_max_s: float = Field(3600.0, gt=0)
+    lease_s: float = Field(120.0, ge=5)
+    poll_interval_s: float = Field(5.0, gt=0)
+    batch_size: int = Field(20, ge=1, le=1000)
+    renewal_reminder_days: int = Field(3, ge=1, le=60)
+    reminder_check_interval_s: float = Field(3600.0, gt=0)
+    enterprise_plans: tuple[str, ...] = ("enterprise",)
 
 
 class LocalizedName(Section):
@@ -235,6 +263,7 @@ CORE_SECTIONS: dict[str, type[Section]] = {
     "routing": RoutingSettings,
     "models": ModelsSettings,
     "limits": LimitsSettings,
+    "notifications": NotificationsSettings,
 }
 
 
@@ -246,6 +275,7 @@ class Settings:
     billing: BillingSettings
     routing: RoutingSettings
     models: ModelsSettings
+    notifications: NotificationsSettings
     plans: Mapping[str, PlanSettings]
     packs: Mapping[str, PackSettings]
     plugin_sections: Mapping[str, Section] = field(default_factory=dict)

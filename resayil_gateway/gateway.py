@@ -36,6 +36,7 @@ from .billing.usage import UsageRecorder
 from .clock import Clock
 from .config import ConfigError, Settings
 from .domain import Caller, Event, ModelInfo, Usage
+from .events.bus import Events
 from .hookcalls import all_results, first_result, notify_each
 from .limits import RateLimiter, make_limiter
 from .logs import remember_secrets
@@ -73,6 +74,8 @@ class Gateway:
         self.metrics = Metrics()
         self.tasks = BackgroundTasks()
         self.account_changes = AccountChanges(self.state)
+        self.channels: dict[str, Any] = {}
+        self.events = Events(self.store, self.clock, settings, self.state, self.channels, self._observe, self.track)
         self.ledger = Ledger(
             self.store,
             self.clock,
@@ -80,7 +83,9 @@ class Gateway:
             lease=timedelta(seconds=config.hold_lease_s),
             settle_window=config.settle_batch_ms / 1000,
         )
-        self.accounts = AccountService(self.store, self.clock, settings, self.ledger, self.account_changes, self.emit)
+        self.accounts = AccountService(
+            self.store, self.clock, settings, self.ledger, self.account_changes, self.emit, record=self.events.record
+        )
         self.keys = KeyService(
             self.store,
             self.clock,
@@ -90,7 +95,9 @@ class Gateway:
             self.account_changes,
             self.emit,
         )
-        self.plans = PlanService(self.store, self.clock, settings, self.ledger, self.account_changes, self.emit)
+        self.plans = PlanService(
+            self.store, self.clock, settings, self.ledger, self.account_changes, self.emit, record=self.events.record
+        )
         self.usage = UsageRecorder(self.store, self.clock)
         self.metering = Metering(
             self.ledger,
@@ -109,7 +116,6 @@ class Gateway:
         self.orders = OrderService(
             self.store, self.clock, settings, self.ledger, self.plans, self.emit, self.payment_providers
         )
-        self.channels: dict[str, Any] = {}
         self.catalog = Catalog(settings.models, self.backends)
         self._prepared = False
 
@@ -144,6 +150,11 @@ class Gateway:
     # -- hooks the services call -------------------------------------------------------------------------
 
     async def emit(self, event: Event) -> None:
+        """Raise an event after its change committed (or one no transaction caused): a notification goes to the
+        outbox (once per key; see :mod:`resayil_gateway.events.bus`), then ``on_event`` hooks see it."""
+        await self.events.emit(event)
+
+    async def _observe(self, event: Event) -> None:
         """Tell every ``on_event`` implementation (sync or async); their failures are logged, never raised."""
         failures = await notify_each(self.pm.hook.on_event, event=event, gateway=self)
         for failure in failures:

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the gateway: requests, latency, tokens, credits, in-flight requests and upstream errors.
+"""Prometheus metrics of the gateway: requests, latency, tokens, credits, in-flight requests, upstream errors
+and the notification outbox.
 
 With ``resayil serve --workers N`` every worker writes to ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics``
 aggregates them, so a scrape sees the whole gateway whichever worker answers.
@@ -74,6 +75,19 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             "resayil_upstream_errors", "Errors from backends", ["backend", "code"], registry=r
+        )
+        self.outbox_depth = Gauge(
+            "resayil_outbox_messages",
+            "Notification messages in the outbox by status (pending and sending are the depth)",
+            ["status"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.notifications = Counter(
+            "resayil_notifications",
+            "Notification delivery attempts by channel, event and outcome (sent, retried, failed)",
+            ["channel", "event", "outcome"],
+            registry=r,
         )
 
     def child(self, metric: Any, *labels: str) -> Any:

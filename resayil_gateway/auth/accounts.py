@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..domain import Event
+from ..events.notifications import welcome
 from ..store.audit import record_audit
 from ..store.tables import accounts, balances, subscriptions
 from .emails import normalize_email
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..clock import Clock
     from ..config import Settings
     from ..domain import Emit
+    from ..events.unit_of_work import RecordEvent
     from ..store import Store
     from .account_changes import AccountChanges
 
@@ -80,7 +81,15 @@ class AccountService:
     """Creates and reads accounts; every change commits with its balance row and emits an event."""
 
     def __init__(
-        self, store: Store, clock: Clock, settings: Settings, ledger: Ledger, changes: AccountChanges, emit: Emit
+        self,
+        store: Store,
+        clock: Clock,
+        settings: Settings,
+        ledger: Ledger,
+        changes: AccountChanges,
+        emit: Emit,
+        *,
+        record: RecordEvent | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -88,6 +97,7 @@ class AccountService:
         self._ledger = ledger
         self._changes = changes
         self._emit = emit
+        self._record = record
 
     async def create(
         self,
@@ -115,6 +125,7 @@ class AccountService:
         if role not in ROLES:
             raise AccountError(f"role must be one of {', '.join(ROLES)}", "role")
         now = self._clock.now()
+        signup = self._settings.billing.signup_credits
         try:
             async with self._store.begin() as conn:
                 taken = await conn.execute(
@@ -141,26 +152,22 @@ class AccountService:
                 )
                 account = _account(result.one())
                 await conn.execute(insert(balances).values(account_id=account.id))
+                if signup:
+                    await self._ledger.grant(
+                        account.id,
+                        signup,
+                        bucket="topup",
+                        ref=f"signup:{account.id}",
+                        reason="signup",
+                        actor="system",
+                        conn=conn,
+                    )
+                created = welcome(account.id, account.name, email, role, signup)
+                if self._record is not None:
+                    await self._record(conn, created)  # the welcome message commits with the account
         except IntegrityError:
             raise AccountError("email or phone is already registered", "email") from None
-        signup = self._settings.billing.signup_credits
-        if signup:
-            await self._ledger.grant(
-                account.id,
-                signup,
-                bucket="topup",
-                ref=f"signup:{account.id}",
-                reason="signup",
-                actor="system",
-            )
-        await self._emit(
-            Event(
-                "account.created",
-                {"email": email, "role": role},
-                account.id,
-                key=f"account.created:{account.id}",
-            )
-        )
+        await self._emit(created)
         return account
 
     async def get(self, account_id: int) -> Account | None:

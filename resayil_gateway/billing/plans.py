@@ -1,4 +1,5 @@
-"""Plans: activating one sets the tier and period and grants its credits, in one transaction.
+"""Plans: activating one sets the tier and period and grants its credits, in one transaction with its audit
+row and its notifications (subscription confirmed; a new Enterprise customer to the admins).
 
 Paying again for the same plan before it ends extends the period from the current end; a different plan
 switches at once and its period starts now. Plan credits expire at the period's end (a ledger row).
@@ -14,8 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..domain import Event
+from ..events.notifications import enterprise_customer, subscription_confirmed
 from ..store.audit import record_audit
-from ..store.tables import balances, subscriptions
+from ..store.tables import accounts, balances, subscriptions
 from .ledger import Entry, LedgerError
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from ..clock import Clock
     from ..config import Settings
     from ..domain import Emit
+    from ..events.unit_of_work import RecordEvent
     from ..store import Store
     from .ledger import Ledger
 
@@ -39,6 +42,7 @@ class PlanActivation:
     period_end: datetime
     credits: int
     entry: Entry
+    events: tuple[Event, ...] = ()
 
     @property
     def replayed(self) -> bool:
@@ -50,7 +54,15 @@ class PlanService:
     """Activates, extends and switches plans; what other processes see happens after the commit."""
 
     def __init__(
-        self, store: Store, clock: Clock, settings: Settings, ledger: Ledger, changes: AccountChanges, emit: Emit
+        self,
+        store: Store,
+        clock: Clock,
+        settings: Settings,
+        ledger: Ledger,
+        changes: AccountChanges,
+        emit: Emit,
+        *,
+        record: RecordEvent | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -58,6 +70,7 @@ class PlanService:
         self._ledger = ledger
         self._changes = changes
         self._emit = emit
+        self._record = record
 
     async def activate(
         self,
@@ -82,23 +95,13 @@ class PlanService:
         return activation
 
     async def announce(self, activation: PlanActivation) -> None:
-        """After the commit: every worker drops its cached callers of the account; ``plan.activated`` is
-        emitted (nothing for a replayed reference)."""
+        """After the commit: every worker drops its cached callers of the account; ``plan.activated`` (and, for
+        a new Enterprise customer, ``enterprise.customer``) is emitted (nothing for a replayed reference)."""
         if activation.replayed:
             return
         await self._changes.announce(activation.account_id)
-        await self._emit(
-            Event(
-                "plan.activated",
-                {
-                    "plan": activation.plan,
-                    "period_end": activation.period_end.isoformat(),
-                    "credits": activation.credits,
-                },
-                activation.account_id,
-                key=f"plan:{activation.entry.ref}",
-            )
-        )
+        for event in activation.events:
+            await self._emit(event)
 
     async def _activate(
         self,
@@ -175,4 +178,16 @@ class PlanService:
             f"account:{account_id}",
             {"plan": plan_id, "period_end": end.isoformat(), "ref": ref},
         )
-        return PlanActivation(account_id, plan_id, start, end, plan.credits, entry)
+        events = [subscription_confirmed(self._settings, self._clock, account_id, plan_id, plan.credits, end, ref)]
+        was_same_plan = current is not None and current.plan == plan_id and current.period_end > now
+        if plan_id in self._settings.notifications.enterprise_plans and not was_same_plan:
+            who = (
+                await conn.execute(
+                    select(accounts.c.name, accounts.c.email, accounts.c.phone).where(accounts.c.id == account_id)
+                )
+            ).one()
+            events.append(enterprise_customer(self._settings, account_id, who.name, who.email, who.phone, plan_id, ref))
+        if self._record is not None:
+            for event in events:
+                await self._record(conn, event)  # the messages commit with the plan
+        return PlanActivation(account_id, plan_id, start, end, plan.credits, entry, tuple(events))

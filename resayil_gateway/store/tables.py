@@ -214,7 +214,12 @@ outbox = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", Timestamp, nullable=False),
     Column("sent_at", Timestamp, nullable=True),
+    Column("recipient", String(40), nullable=False, server_default=""),
+    Column("channel", String(50), nullable=True),
+    Column("provider_id", String(200), nullable=True),
+    Column("lease_until", Timestamp, nullable=True),
     Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+    Index("ix_outbox_created_at", "created_at"),
 )
 
 bans = Table(
