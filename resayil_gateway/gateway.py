@@ -114,7 +114,14 @@ class Gateway:
         self.backends: dict[str, Backend] = {}
         self.payment_providers: dict[str, Any] = {}
         self.orders = OrderService(
-            self.store, self.clock, settings, self.ledger, self.plans, self.emit, self.payment_providers
+            self.store,
+            self.clock,
+            settings,
+            self.ledger,
+            self.plans,
+            self.emit,
+            self.payment_providers,
+            record=self.events.record,
         )
         self.catalog = Catalog(settings.models, self.backends)
         self._prepared = False

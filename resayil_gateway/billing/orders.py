@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..clock import Clock
     from ..config import Settings
     from ..domain import Emit
+    from ..events.unit_of_work import RecordEvent
     from ..store import Store
     from .ledger import Entry, Ledger
     from .plans import PlanService
@@ -153,7 +154,10 @@ class OrderService:
         plans: PlanService,
         emit: Emit,
         providers: Mapping[str, Any] | None = None,
+        *,
+        record: RecordEvent | None = None,
     ) -> None:
+        self._record = record
         self._store = store
         self._clock = clock
         self._settings = settings
@@ -337,7 +341,7 @@ class OrderService:
         ref, actor = f"order:{order.id}", f"order:{order.id}"
         if order.kind == "plan":
             return await self._plans.activate(order.account_id, order.item, ref=ref, actor=actor, conn=conn)
-        return await self._ledger.grant(
+        entry = await self._ledger.grant(
             order.account_id,
             order.credits,
             bucket="topup",
@@ -347,6 +351,9 @@ class OrderService:
             memo=f"pack {order.item}",
             conn=conn,
         )
+        if self._record is not None:  # the top-up message (NOTIF-05) commits with the credits
+            await self._record(conn, _topup_credited(order, entry))
+        return entry
 
     async def _announce(self, order: Order, credit: PlanActivation | Entry | None) -> None:
         data = {
@@ -361,14 +368,7 @@ class OrderService:
         if isinstance(credit, PlanActivation):
             await self._plans.announce(credit)
         elif credit is not None:
-            credited = {
-                "order_id": order.id,
-                "credits": order.credits,
-                "pack": order.item,
-                "balance": credit.plan_after + credit.topup_after,
-                "topup_balance": credit.topup_after,
-            }
-            await self._emit(Event("topup.credited", credited, order.account_id, key=f"topup:{order.id}"))
+            await self._emit(_topup_credited(order, credit))
 
     # -- reconciliation ----------------------------------------------------------------------------------
 
@@ -441,3 +441,15 @@ class OrderService:
                 continue
             if counts:
                 log.info("reconciler: %s", ", ".join(f"{name} {count}" for name, count in sorted(counts.items())))
+
+
+def _topup_credited(order: Order, entry: Entry) -> Event:
+    """``topup.credited`` for a paid pack: credits added and the new balance (one key per order)."""
+    credited = {
+        "order_id": order.id,
+        "credits": order.credits,
+        "pack": order.item,
+        "balance": entry.plan_after + entry.topup_after,
+        "topup_balance": entry.topup_after,
+    }
+    return Event("topup.credited", credited, order.account_id, key=f"topup:{order.id}")
