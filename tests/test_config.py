@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr
 from resayil_ollama.settings import OllamaSettings
 
 from resayil_gateway.config import ConfigError, Section, load_settings
+from resayil_gateway.plugins import make_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_TOML = ROOT.parent / "shared" / "reference" / "resayil.example.toml"
@@ -23,6 +24,13 @@ RESAYIL = Path(sys.executable).with_name("resayil")
 # Sections of the reference file whose plugins (cloud, MyFatoorah, WhatsApp) do not exist yet.
 NOT_YET_REGISTERED = {"cloud", "myfatoorah", "whatsapp"}
 OLLAMA = {"ollama": OllamaSettings}
+
+
+def bundled_sections() -> dict[str, type]:
+    """The settings sections every bundled plugin registers (Ollama, cloud, MyFatoorah, WhatsApp, portal)."""
+    sections: dict[str, type] = {}
+    make_plugin_manager(env={}).hook.register_settings(register=sections.__setitem__)
+    return sections
 
 
 class TokenSettings(Section):
@@ -220,8 +228,16 @@ def test_reference_configuration_as_is_names_the_first_unregistered_section(tmp_
     assert config_error(path=path, plugin_sections=OLLAMA) == f"cloud: unknown section in {path}"
 
 
+def test_the_whole_reference_configuration_loads_with_the_bundled_plugins(tmp_path):
+    settings = load_settings(write(tmp_path, reference_text()), plugin_sections=bundled_sections())
+    assert settings.section("cloud").daily_request_budget == 500
+    assert tuple(settings.section("cloud").budget_alert_ratios) == (0.8, 1.0)
+    assert settings.section("myfatoorah").reconcile_after_s == 600
+    assert settings.section("whatsapp").transport == "resayil"
+
+
 def test_repository_example_configuration_loads_with_the_bundled_plugins():
-    settings = load_settings(ROOT / "examples" / "resayil.toml", plugin_sections=OLLAMA)
+    settings = load_settings(ROOT / "examples" / "resayil.toml", plugin_sections=bundled_sections())
     assert settings.models.catalog["smollm2:135m"].size == "small"
     assert settings.section("ollama").url == "http://127.0.0.1:11434"
 
