@@ -136,9 +136,10 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     """The database engines: opened on first use, closed last."""
     store = app[GATEWAY].store
     yield
-    try:
-        await asyncio.wait_for(store.dispose(), STOP_TIMEOUT_S)
-    except TimeoutError:
+    closing = asyncio.ensure_future(store.dispose())
+    # asyncio.wait, not wait_for: a close stuck in a driver thread must not hold shutdown while it unwinds
+    done, _ = await asyncio.wait([closing], timeout=STOP_TIMEOUT_S)
+    if not done:
         log.error("the database pools did not close within %.0f s; leaving them", STOP_TIMEOUT_S)
 
 
@@ -213,8 +214,8 @@ def _loop(
         done, _ = await asyncio.wait([task], timeout=STOP_TIMEOUT_S)
         if not done:
             log.error("background loop %s did not stop within %.0f s; leaving it", name, STOP_TIMEOUT_S)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(finish(gateway), STOP_TIMEOUT_S)
+        finishing = asyncio.ensure_future(finish(gateway))
+        await asyncio.wait([finishing], timeout=STOP_TIMEOUT_S)
 
     context.__name__ = context.__qualname__ = f"_{name.replace('-', '_')}"
     return context

@@ -99,7 +99,12 @@ class Events:
         elif event.name in NOTIFICATIONS:
             if event.key is None:
                 event = self._daily(event)
-            async with self.store.begin() as conn:
-                await self.record(conn, event)
-            self.queued.set()
+            try:
+                async with self.store.begin() as conn:
+                    await self.record(conn, event)
+            except Exception:
+                # the change that raised it has happened; its caller (a request) must not fail for its message
+                log.exception("could not queue the notification for %s", event.name)
+            else:
+                self.queued.set()
         await self._observe(event)
