@@ -38,6 +38,7 @@ def refusing(ledger, times: int):
 
 async def test_a_settle_waits_for_the_store_and_charges_once_it_is_back(gateway, monkeypatch):
     monkeypatch.setattr(metering, "SETTLE_BACKOFF_S", 0.001)
+    monkeypatch.setattr(metering, "SETTLE_BACKOFF_MAX_S", 0.002)
     account = await seed_account(gateway, credits=50)
     caller = Caller(account.id, None, "", "basic")
     meter = gateway.metering.meter(caller, MODEL, "fake", "req_outage", "chat", False)
@@ -53,6 +54,7 @@ async def test_a_settle_waits_for_the_store_and_charges_once_it_is_back(gateway,
 
 async def test_a_handler_does_not_wait_for_a_settle_that_waits_for_the_store(gateway, monkeypatch):
     monkeypatch.setattr(metering, "SETTLE_BACKOFF_S", 0.01)
+    monkeypatch.setattr(metering, "SETTLE_BACKOFF_MAX_S", 0.02)
     monkeypatch.setattr(metering, "FINISH_WAIT_S", 0.05)
     account = await seed_account(gateway, credits=50)
     meter = gateway.metering.meter(Caller(account.id, None, "", "basic"), MODEL, "fake", "req_slow", "chat", False)
