@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..domain import Event
 from ..events.notifications import enterprise_customer, subscription_confirmed
@@ -149,7 +148,6 @@ class PlanService:
             memo=f"{plan_id} until {end.date().isoformat()}",
             conn=conn,
         )
-        dialect = sqlite if self._store.is_sqlite else postgresql
         values = {
             "account_id": account_id,
             "plan": plan_id,
@@ -157,7 +155,7 @@ class PlanService:
             "period_end": end,
             "updated_at": now,
         }
-        upsert = dialect.insert(subscriptions).values(**values)
+        upsert = self._store.insert(subscriptions).values(**values)
         await conn.execute(
             upsert.on_conflict_do_update(
                 index_elements=[subscriptions.c.account_id],

@@ -12,7 +12,6 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..store.tables import usage, usage_daily
 
@@ -85,8 +84,7 @@ class UsageRecorder:
             totals[2] += row.prompt_tokens
             totals[3] += row.completion_tokens
             totals[4] += row.credits
-        dialect = postgresql if not self._store.is_sqlite else sqlite
-        upsert: Any = dialect.insert(usage_daily)
+        upsert: Any = self._store.insert(usage_daily)
         upsert = upsert.on_conflict_do_update(
             index_elements=[usage_daily.c.account_id, usage_daily.c.day, usage_daily.c.model],
             set_={

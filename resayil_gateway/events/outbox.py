@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..clock import Clock
@@ -101,11 +100,10 @@ class Outbox:
         """Write one pending row per recipient in ``conn``'s transaction; a key already present is skipped.
         Returns how many rows are new."""
         now = self.clock.now()
-        dialect = sqlite if self.store.is_sqlite else postgresql
         added = 0
         for recipient in recipients:
             statement = (
-                dialect.insert(outbox)
+                self.store.insert(outbox)
                 .values(
                     event=event,
                     dedupe_key=f"{key}>{recipient}"[:200],

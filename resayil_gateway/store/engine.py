@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Table, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -112,6 +112,17 @@ class Store:
             else:
                 self._fast_engine = _postgres_engine(self.url, synchronous_commit=False, pool_size=self.pool_size)
         return self._fast_engine
+
+    def insert(self, table: Table) -> Any:
+        """An ``INSERT`` in this database's dialect, so it can take ``on_conflict_do_nothing`` /
+        ``on_conflict_do_update`` (the dialect's module loads here: SQLite never loads PostgreSQL's)."""
+        if self.is_sqlite:
+            from sqlalchemy.dialects import sqlite
+
+            return sqlite.insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:

@@ -41,11 +41,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 from aiohttp import web
 from aiohttp_session import SESSION_KEY, AbstractStorage, Session, get_session, new_session, session_middleware
-from aiohttp_session.cookie_storage import EncryptedCookieStorage
-from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from ..api.paths import API_PREFIXES
+from ..api.paths import API_PREFIXES, OPERATIONS_PATHS
 from ..auth.accounts import Account
 from ..store.tables import audit
 
@@ -89,17 +87,34 @@ def csrf_exempt(handler: H) -> H:
     return handler
 
 
-class _CookieStorage(EncryptedCookieStorage):
-    """Fernet-encrypted cookie; a browser-session cookie unless the session was remembered."""
+class _CookieStorage(AbstractStorage):
+    """Fernet-encrypted cookie; a browser-session cookie unless the session was remembered.
 
-    def __init__(self, fernet: Fernet, remember_seconds: int, **cookie: Any) -> None:
-        super().__init__(fernet, cookie_name=COOKIE_NAME, **cookie)
+    The encrypting storage (and with it ``cryptography``, ~6 MB of resident memory) is built at the first
+    web request, so a worker that only serves the API never loads it."""
+
+    def __init__(self, key: bytes, remember_seconds: int, **cookie: Any) -> None:
+        super().__init__(cookie_name=COOKIE_NAME, **cookie)
+        self._key = key
+        self._cookie = cookie
         self._remember = remember_seconds
+        self._encrypted: AbstractStorage | None = None
+
+    def _storage(self) -> AbstractStorage:
+        if self._encrypted is None:
+            from aiohttp_session.cookie_storage import EncryptedCookieStorage
+            from cryptography.fernet import Fernet
+
+            self._encrypted = EncryptedCookieStorage(Fernet(self._key), cookie_name=COOKIE_NAME, **self._cookie)
+        return self._encrypted
 
     async def load_session(self, request: web.Request) -> Session:
-        session = await super().load_session(request)
+        session = await self._storage().load_session(request)
         session.max_age = self._remember if session.get("remember") else None
         return session
+
+    async def save_session(self, request: web.Request, response: web.StreamResponse, session: Session) -> None:
+        await self._storage().save_session(request, response, session)
 
 
 class _RedisStorage(AbstractStorage):
@@ -207,14 +222,14 @@ class WebSessions:
             )
             self.storage: AbstractStorage = self.redis_storage
         else:
-            self.storage = _CookieStorage(self._fernet(gateway), self.remember_seconds, **cookie)
+            self.storage = _CookieStorage(self._cookie_key(gateway), self.remember_seconds, **cookie)
             self.ended = _EndedSessions(gateway, timedelta(seconds=self.remember_seconds))
 
     @staticmethod
-    def _fernet(gateway: Gateway) -> Fernet:
-        # A key derived from the server secret with HMAC-SHA256 under a fixed label: no new secret to keep.
+    def _cookie_key(gateway: Gateway) -> bytes:
+        # A Fernet key derived from the server secret with HMAC-SHA256 under a fixed label: no new secret to keep.
         derived = bytes.fromhex(gateway.keys.hash_key(_KEY_LABEL))
-        return Fernet(base64.urlsafe_b64encode(derived))
+        return base64.urlsafe_b64encode(derived)
 
     def server_lifetime(self, session: Session) -> int:
         """Seconds the server keeps ``session``: until its login expires, or ``session_hours`` for a visitor
@@ -232,7 +247,7 @@ SESSIONS = web.AppKey("resayil_web_sessions", WebSessions)
 
 
 def _is_web(request: web.Request) -> bool:
-    return not request.path.startswith(API_PREFIXES)
+    return not request.path.startswith(API_PREFIXES) and request.path not in OPERATIONS_PATHS
 
 
 def setup_sessions(app: web.Application, gateway: Gateway) -> WebSessions:
