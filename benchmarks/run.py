@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/run.py            # full run (< 10 min), or `make bench`
     .venv/bin/python benchmarks/run.py --quick    # ~1-minute smoke run
     .venv/bin/python benchmarks/run.py --profile  # also py-spy the gateway under fast JSON c=16
+    .venv/bin/python benchmarks/run.py --no-rules-off  # skip the traffic-rules-off comparison
 
 Processes (all on 127.0.0.1): the mock Ollama backend (``mock_backend.py``), the gateway (``resayil serve``,
 billing on PostgreSQL + Redis, a throw-away database ``resayil_bench_<random>`` dropped at the end) and, per
@@ -10,6 +11,10 @@ scenario, the load generator (``loadgen.py``). Every scenario (json/stream × fa
 runs direct (load generator → mock) and then through the gateway, back to back, so each ratio compares numbers
 taken in the same run under the same noise. CPU is read from /proc/<pid>/stat (utime+stime) around exactly
 the measured window; RSS from /proc/<pid>/status (VmRSS sampled every 50 ms, VmHWM at the end).
+Two more gateways run beside the main one, on the same database: one with the traffic rules off
+(``serve_without_rules.py``: no rate limit, no shared waiting line), measured right after the main one in the
+scenarios of ``RULES_OFF_SCENARIOS`` so the rules' cost per request is a difference taken in one run; and one
+whose local backend has ``QUEUED_SLOTS`` slots, so the paced c=64 scenarios also run through the shared queue.
 See README.md for the method and the floors.
 """
 
@@ -62,7 +67,14 @@ FULL_COUNTS = {
     ("paced", "stream", 16): 1200,
     ("paced", "stream", 64): 2500,
 }
+# The rate limit and the shared queue, on against off, in the same run (issue: at most +0.15 ms CPU and
+# +0.3 ms p50 per request at c=16 on the fast backend).
+RULES_OFF_SCENARIOS = {("fast", "json", 16), ("fast", "stream", 16)}
+QUEUED_SLOTS = 16  # the "queued" gateway's backend slots: at c=64, three requests in four wait in the line
+QUEUED_SCENARIOS = {("paced", "json", 64), ("paced", "stream", 64)}
 FLOORS = {
+    "rules_cpu_ms_c16": 0.15,
+    "rules_p50_ms_c16": 0.3,
     "cpu_ms_per_json_request": 1.0,
     "cpu_ms_per_chunk": 0.05,
     "added_p50_ms_c1": 1.5,
@@ -178,6 +190,8 @@ class Bench:
     # one gateway per event loop under comparison (--loops), all on the same database; measure() uses the
     # current one (``gateway``/``gateway_url``), chosen with use()
     gateways: dict[str, tuple[subprocess.Popen[bytes], str]] = field(default_factory=dict)
+    # the comparison gateways (traffic rules off, a queued backend), on the first loop, by variant name
+    variants: dict[str, tuple[subprocess.Popen[bytes], str]] = field(default_factory=dict)
 
     # -- setup / teardown
 
@@ -232,18 +246,30 @@ class Bench:
         )
         self.cli("credits", "grant", "bench@example.com", "100000000", "--reason", "bench")
         self.key = self.cli("keys", "create", "bench@example.com").strip().splitlines()[-1].strip()
-        for loop in self.args.loops.split(","):
+        loops = self.args.loops.split(",")
+        for loop in loops:
             self.gateways[loop] = self._start_gateway(loop)
+        if self.args.rules_off:
+            launcher = [sys.executable, str(HERE / "serve_without_rules.py")]
+            self.variants["rules off"] = self._start_gateway(loops[0], "rules-off", launcher)
+        queued = {"RESAYIL_OLLAMA__MAX_CONCURRENCY": str(QUEUED_SLOTS)}
+        self.variants[f"queued, {QUEUED_SLOTS} slots"] = self._start_gateway(loops[0], "queued", env=queued)
         self.use(next(iter(self.gateways)))
 
-    def _start_gateway(self, loop: str) -> tuple[subprocess.Popen[bytes], str]:
+    def _start_gateway(
+        self, loop: str, label: str = "", launcher: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        logfile = self.tmp / f"gateway-{loop}.log"
+        logfile = self.tmp / f"gateway-{label or loop}.log"
         stderr = open(logfile, "wb")  # noqa: SIM115
         argv = ["serve", "--port", str(port), "--no-access-log", "--log-level", "WARNING", "--loop", loop]
         gateway = subprocess.Popen(
-            [str(BIN / "resayil"), *argv], env=self.env(), cwd=self.tmp, stdout=stderr, stderr=stderr
+            [*(launcher or [str(BIN / "resayil")]), *argv],
+            env={**self.env(), **(env or {})},
+            cwd=self.tmp,
+            stdout=stderr,
+            stderr=stderr,
         )
         self.procs.append(gateway)
         deadline = time.monotonic() + 60
@@ -256,12 +282,12 @@ class Bench:
             time.sleep(0.2)
         else:
             raise RuntimeError("gateway did not become ready in 60 s")
-        log(f"gateway {url} (pid {gateway.pid}, --loop {loop}), key {self.key[:10]}…")
+        log(f"gateway {label or 'main'} {url} (pid {gateway.pid}, --loop {loop}), key {self.key[:10]}…")
         return gateway, url
 
-    def use(self, loop: str) -> None:
-        """Send the following measurements to the gateway running on ``loop``."""
-        self.gateway, self.gateway_url = self.gateways[loop]
+    def use(self, name: str) -> None:
+        """Send the following measurements to the gateway running on loop ``name``, or to variant ``name``."""
+        self.gateway, self.gateway_url = self.gateways.get(name) or self.variants[name]
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -484,12 +510,74 @@ def loop_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rules_pairs(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(rules on, rules off) rows of the same scenario, the "on" row being the first loop's main gateway."""
+    pairs = []
+    for off in rows:
+        if off.get("variant") != "rules off":
+            continue
+        key = (off["backend"], off["mode"], off["concurrency"])
+        on = next((r for r in rows if "variant" not in r and (r["backend"], r["mode"], r["concurrency"]) == key), None)
+        if on is not None:
+            pairs.append((on, off))
+    return pairs
+
+
+def rules_table(rows: list[dict[str, Any]]) -> str:
+    """The cost of the traffic rules (per-plan rate limit + shared queue, both through Redis): the same scenario
+    through the normal gateway and through one with the rules off, back to back."""
+    pairs = rules_pairs(rows)
+    if not pairs:
+        return ""
+    lines = [
+        "\n## Traffic rules: on vs off\n",
+        "| scenario | gw CPU ms/req off → on | + CPU ms/req | gw p50 ms off → on | + p50 ms "
+        "| Redis CPU ms/req off → on |",
+        "|---|---|---|---|---|---|",
+    ]
+    for on, off in pairs:
+        redis_on = on["raw_cpu_s"]["gateway"]["redis"] / on["requests"] * 1000
+        redis_off = off["raw_cpu_s"]["gateway"]["redis"] / off["requests"] * 1000
+        lines.append(
+            f"| {on['mode']} {on['backend']} c={on['concurrency']} "
+            f"| {off['gw_cpu_ms_per_req']:.3f} → {on['gw_cpu_ms_per_req']:.3f} "
+            f"| {on['gw_cpu_ms_per_req'] - off['gw_cpu_ms_per_req']:+.3f} "
+            f"| {off['p50_gw_ms']:.2f} → {on['p50_gw_ms']:.2f} | {on['p50_gw_ms'] - off['p50_gw_ms']:+.2f} "
+            f"| {redis_off:.3f} → {redis_on:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def queued_table(rows: list[dict[str, Any]]) -> str:
+    """The paced scenarios through the shared queue: with ``QUEUED_SLOTS`` slots for c requests at once, a
+    perfect line answers in ``ceil(c / slots)`` backend times; the excess over that is the line's own cost."""
+    queued = [r for r in rows if str(r.get("variant", "")).startswith("queued")]
+    if not queued:
+        return ""
+    lines = [
+        f"\n## Through the shared queue ({QUEUED_SLOTS} backend slots)\n",
+        "| scenario | p50 direct (no queue) | ideal p50 in line | p50 gw | over ideal | rps direct/gw "
+        "| ideal rps | gw CPU ms/req | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in queued:
+        rounds = -(-r["concurrency"] // QUEUED_SLOTS)
+        ideal = r["p50_direct_ms"] * rounds
+        ideal_rps = QUEUED_SLOTS / (r["p50_direct_ms"] / 1000)
+        lines.append(
+            f"| {r['mode']} {r['backend']} c={r['concurrency']} | {r['p50_direct_ms']:.1f} | {ideal:.1f} "
+            f"| {r['p50_gw_ms']:.1f} | {r['p50_gw_ms'] / ideal - 1:+.1%} | {r['rps_direct']:.0f}/{r['rps_gw']:.0f} "
+            f"| {ideal_rps:.0f} | {r['gw_cpu_ms_per_req']:.3f} | {r['errors_gateway']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def add_marginal(rows: list[dict[str, Any]]) -> None:
     """Per-chunk CPU net of the per-request cost: (stream CPU/req − JSON CPU/req) ÷ chunks per stream,
     pairing each stream scenario with the JSON scenario of the same backend and concurrency."""
-    by_key = {(r["backend"], r["mode"], r["concurrency"], r.get("loop")): r for r in rows}
+    by_key = {(r["backend"], r["mode"], r["concurrency"], r.get("loop"), r.get("variant")): r for r in rows}
     for r in rows:
-        json_row = by_key.get((r["backend"], "json", r["concurrency"], r.get("loop")))
+        json_row = by_key.get((r["backend"], "json", r["concurrency"], r.get("loop"), r.get("variant")))
         if r["mode"] == "stream" and json_row and r["chunks_per_req_gw"]:
             extra = r["gw_cpu_ms_per_req"] - json_row["gw_cpu_ms_per_req"]
             r["marginal_ms_per_chunk"] = extra / r["chunks_per_req_gw"]
@@ -501,11 +589,29 @@ def floors(rows: list[dict[str, Any]], hwm_mb: float, ledger_ok: bool) -> list[t
     ``[paced]`` tag and do not gate, because there the process sleeps ~100 ms between requests at c=1 and
     every request starts cold (see README: the same request costs ~3x the CPU after an idle gap)."""
     checks: list[tuple[str, bool, str]] = []
+    main_rows = [r for r in rows if "variant" not in r]
     for backend in ("fast", "paced"):
         tag = "" if backend == "fast" else "[paced, not gating] "
         checks += [
-            (tag + name, ok, value) for name, ok, value in _speed_floors([r for r in rows if r["backend"] == backend])
+            (tag + name, ok, value)
+            for name, ok, value in _speed_floors([r for r in main_rows if r["backend"] == backend])
         ]
+    for on, off in rules_pairs(rows):
+        cpu, p50 = on["gw_cpu_ms_per_req"] - off["gw_cpu_ms_per_req"], on["p50_gw_ms"] - off["p50_gw_ms"]
+        checks.append(
+            (
+                f"traffic rules add ≤ {FLOORS['rules_cpu_ms_c16']} ms CPU per request ({on['mode']} fast c=16)",
+                cpu <= FLOORS["rules_cpu_ms_c16"],
+                f"{cpu:+.3f} ms",
+            )
+        )
+        checks.append(
+            (
+                f"traffic rules add ≤ {FLOORS['rules_p50_ms_c16']} ms p50 ({on['mode']} fast c=16)",
+                p50 <= FLOORS["rules_p50_ms_c16"],
+                f"{p50:+.2f} ms",
+            )
+        )
     c64 = [r for r in rows if r["concurrency"] == 64]
     if c64:
         errors = sum(r["errors_gateway"] + r["errors_direct"] for r in c64)
@@ -746,6 +852,12 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=None, help="Multiply the request counts.")
     parser.add_argument("--keep-db", action="store_true", help="Do not drop the benchmark database.")
     parser.add_argument(
+        "--no-rules-off",
+        dest="rules_off",
+        action="store_false",
+        help="Skip the comparison with the traffic rules (rate limit, shared queue) switched off.",
+    )
+    parser.add_argument(
         "--loops",
         default="auto",
         help="Event loops to compare, e.g. asyncio,uvloop: one gateway each, measured back to back per scenario.",
@@ -775,11 +887,19 @@ def main() -> int:
                         n = max(int(FULL_COUNTS.get((backend, mode, c), 1000) * scale), 2 * c, 40)
                         warmup = max(min(n // 5, 300), 2 * c)
                         direct = bench.measure("direct", mode, c, n, warmup)
-                        for loop in bench.gateways:
-                            bench.use(loop)
+                        runs = [(loop, None) for loop in bench.gateways]
+                        if (backend, mode, c) in RULES_OFF_SCENARIOS and "rules off" in bench.variants:
+                            runs.append((next(iter(bench.gateways)), "rules off"))
+                        if (backend, mode, c) in QUEUED_SCENARIOS:
+                            runs += [(next(iter(bench.gateways)), v) for v in bench.variants if v.startswith("queued")]
+                        for loop, variant in runs:
+                            bench.use(variant or loop)
                             gw = bench.measure("gateway", mode, c, n, warmup)
                             row = summarize(direct, gw, backend, mode, c)
-                            if len(bench.gateways) > 1:
+                            if variant is not None:
+                                row["variant"] = variant
+                                row["scenario"] += f" [{variant}]"
+                            elif len(bench.gateways) > 1:
                                 row["loop"] = loop
                                 row["scenario"] += f" [{loop}]"
                             idle_ms = idle_ms_per_s * gw["wall_s"]
@@ -832,6 +952,8 @@ def main() -> int:
         )
         if any("loop" in r for r in rows):
             parts.append(loop_table(rows))
+        parts.append(rules_table(rows))
+        parts.append(queued_table(rows))
         parts.append("## Floors\n")
         parts += [f"- **{'PASS' if ok else 'FAIL'}** {name}: {value}" for name, ok, value in checks]
         parts.append(f"\nLedger check: `{ledger_text.splitlines()[-1] if ledger_text else ''}`")

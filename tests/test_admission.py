@@ -227,6 +227,20 @@ async def test_a_live_workers_renewed_slot_outlasts_its_lease(workers: Workers) 
     await task
 
 
+def round_trips(admission: RedisAdmission, monkeypatch: Any) -> list[list[str]]:
+    """Record each round trip to Redis the admission's scripts make, as the list of commands it carried."""
+    trips: list[list[str]] = []
+    batch = admission.state.scripts
+    original = batch._pipeline
+
+    async def counting(calls: Any) -> Any:
+        trips.append(["EVALSHA" for _ in calls])
+        return await original(calls)
+
+    monkeypatch.setattr(batch, "_pipeline", counting)
+    return trips
+
+
 async def test_uncontended_acquire_and_release_are_one_redis_round_trip_each(
     workers: Workers, monkeypatch: Any
 ) -> None:
@@ -237,19 +251,11 @@ async def test_uncontended_acquire_and_release_are_one_redis_round_trip_each(
     async with admission.slot(BACKEND):  # loads the scripts once
         pass
     await admission.drain()
-    redis = admission.state.redis
-    calls: list[str] = []
-    original = redis.execute_command
-
-    async def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(str(args[0]))
-        return await original(*args, **kwargs)
-
-    monkeypatch.setattr(redis, "execute_command", counting)
+    trips = round_trips(admission, monkeypatch)
     async with admission.slot(BACKEND):
-        assert calls == ["EVALSHA"]
+        assert trips == [["EVALSHA"]]
     await admission.drain()
-    assert calls == ["EVALSHA", "EVALSHA"]
+    assert trips == [["EVALSHA"], ["EVALSHA"]]
 
 
 async def test_an_unreachable_redis_is_a_503_to_retry_not_a_backend_failure() -> None:
@@ -274,17 +280,9 @@ async def test_a_busy_worker_reads_the_depth_from_its_latest_script_reply(worker
     async with admission.slot(BACKEND):  # loads the scripts once
         pass
     await admission.drain()
-    redis = admission.state.redis
-    calls: list[str] = []
-    original = redis.execute_command
-
-    async def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(str(args[0]))
-        return await original(*args, **kwargs)
-
-    monkeypatch.setattr(redis, "execute_command", counting)
+    trips = round_trips(admission, monkeypatch)
     async with admission.slot(BACKEND):
         assert await admission.depth(BACKEND) == 1
     await admission.drain()
     assert await admission.depth(BACKEND) == 0
-    assert calls == ["EVALSHA", "EVALSHA"]  # acquire and release; both depths came with their replies
+    assert trips == [["EVALSHA"], ["EVALSHA"]]  # acquire and release; both depths came with their replies

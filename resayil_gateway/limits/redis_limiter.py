@@ -23,6 +23,7 @@ import redis.exceptions
 
 from ..clock import Clock
 from ..errors import ServiceUnavailable
+from ..state.script_batch import ScriptBatch
 from .limiter import WINDOW_S, Decision, RateLimiter, decide
 from .sliding_window import LocalRateLimiter
 
@@ -59,8 +60,11 @@ class RedisRateLimiter(RateLimiter):
         key: Callable[[str], str],
         clock: Clock,
         on_redis_error: Literal["open", "closed"] = "open",
+        scripts: ScriptBatch | None = None,
     ) -> None:
         self.redis = client
+        # shared with the queue's scripts when the gateway passes its state's batch
+        self.scripts = scripts or ScriptBatch(lambda: self.redis)
         self.key = key
         self.clock = clock
         self.on_redis_error = on_redis_error
@@ -84,8 +88,8 @@ class RedisRateLimiter(RateLimiter):
         now_ms = int(self.clock.now().timestamp() * 1000)
         member = f"{now_ms}:{self._token}:{next(self._members)}"
         try:
-            admitted, count, newest, blocking = await self._script(
-                keys=[self.key(subject)], args=[now_ms, self._window_ms, limit, member]
+            admitted, count, newest, blocking = await self.scripts(
+                self._script, [self.key(subject)], [now_ms, self._window_ms, limit, member]
             )
         except UNREACHABLE as exc:
             self._lost(exc)

@@ -8,8 +8,10 @@ before it looks at the line, so nothing it held survives its lease.
 
 Freed slots are handed straight to the head of the line inside the script that frees them, which publishes
 the grant on the shared broadcast channel; the waiting worker wakes at once (with a bounded fallback poll
-in case a message is lost). The uncontended path is one round trip to acquire and one to release; the
-release runs in the background so that the response does not wait for it.
+in case a message is lost). The uncontended path is one script to acquire and one to release; the release
+runs in the background so that the response does not wait for it. Scripts go through the state's
+:class:`~resayil_gateway.state.script_batch.ScriptBatch`: under load, the calls of many requests (and their
+rate-limit checks) share one pipeline.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ class RedisAdmission(Admission):
 
     async def _run(self, script: Any, backend: str, *extra: Any) -> Any:
         try:
-            return await script(keys=self._line_keys(backend), args=self._args(backend, *extra))
+            return await self.state.scripts(script, self._line_keys(backend), self._args(backend, *extra))
         except RedisError as exc:  # our own state is down: a 503 to retry, never blamed on the backend
             raise state_unavailable() from exc
 

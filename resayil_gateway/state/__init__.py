@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from .script_batch import ScriptBatch
+
 log = logging.getLogger("resayil.state")
 
 Listener = Callable[[str, str], None]
@@ -110,6 +112,10 @@ class RedisState(SharedState):
         self.url = url
         self.instance = instance
         self.redis = redis_client(url)
+        from .script_batch import ScriptBatch  # loads redis: only where Redis is configured
+
+        # Scripts on the request path (rate limit, queue slots) go through one batch per event-loop iteration.
+        self.scripts: ScriptBatch = ScriptBatch(lambda: self.redis)
         self._listener: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._alive_until = 0.0
@@ -180,6 +186,7 @@ class RedisState(SharedState):
 
     async def close(self) -> None:
         """Stop the listener and close the connection pool."""
+        await self.scripts.drain()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -1,0 +1,97 @@
+"""Redis scripts called during one event-loop iteration share one pipeline (one round trip), and each caller
+still gets its own reply or its own error."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from resayil_gateway.state import RedisState
+from resayil_gateway.state.script_batch import ScriptBatch
+from resayil_gateway.testing import REDIS_URL
+
+
+@pytest.fixture
+async def state() -> AsyncIterator[RedisState]:
+    """A started Redis state of its own (its ``scripts`` is the batch under test)."""
+    state = RedisState(REDIS_URL, uuid.uuid4().hex, "t" + uuid.uuid4().hex[:12])
+    try:
+        await asyncio.wait_for(state.start(), 5)
+    except Exception as exc:
+        await state.close()
+        pytest.skip(f"Redis at {REDIS_URL} is not reachable ({type(exc).__name__})")
+    yield state
+    await state.close()
+
+
+def fresh_script(state: RedisState, body: str) -> Any:
+    """A script the server has never seen (a unique comment), so its first call meets NOSCRIPT."""
+    return state.redis.register_script(f"-- {uuid.uuid4().hex}\n{body}")
+
+
+def count_round_trips(batch: ScriptBatch, monkeypatch: Any) -> list[int]:
+    sizes: list[int] = []
+    original = batch._pipeline
+
+    async def counting(calls: Any) -> Any:
+        sizes.append(len(calls))
+        return await original(calls)
+
+    monkeypatch.setattr(batch, "_pipeline", counting)
+    return sizes
+
+
+async def test_calls_of_one_iteration_share_one_round_trip_and_get_their_own_replies(state, monkeypatch):
+    echo = fresh_script(state, "return {KEYS[1], ARGV[1]}")
+    await state.scripts(echo, ["warm"], ["up"])  # loads the script
+    sizes = count_round_trips(state.scripts, monkeypatch)
+    replies = await asyncio.gather(*(state.scripts(echo, [f"k{i}"], [str(i)]) for i in range(25)))
+    assert replies == [[f"k{i}", str(i)] for i in range(25)]
+    assert sizes == [25]
+
+
+async def test_a_script_the_server_does_not_know_is_loaded_and_sent_again(state, monkeypatch):
+    script = fresh_script(state, "return tonumber(ARGV[1]) * 2")
+    sizes = count_round_trips(state.scripts, monkeypatch)
+    assert await asyncio.gather(*(state.scripts(script, [], [i]) for i in range(3))) == [0, 2, 4]
+    assert sizes == [3, 3]  # NOSCRIPT for all three, then the three again after SCRIPT LOAD
+    await state.redis.script_flush()  # as after a Redis restart
+    assert await state.scripts(script, [], [21]) == 42
+
+
+async def test_one_failing_script_fails_its_caller_only(state):
+    good = fresh_script(state, "return 'ok'")
+    bad = fresh_script(state, "return redis.error_reply('nope')")
+    results = await asyncio.gather(
+        state.scripts(good, [], []), state.scripts(bad, [], []), state.scripts(good, [], []), return_exceptions=True
+    )
+    assert results[0] == results[2] == "ok"
+    assert isinstance(results[1], ResponseError) and "nope" in str(results[1])
+
+
+async def test_a_caller_that_gives_up_leaves_the_others_their_replies(state):
+    slow = fresh_script(state, "return ARGV[1]")
+    await state.scripts(slow, [], ["warm"])
+    waiting = asyncio.ensure_future(state.scripts(slow, [], ["dropped"]))
+    kept = asyncio.ensure_future(state.scripts(slow, [], ["kept"]))
+    waiting.cancel()
+    assert await kept == "kept"
+    assert waiting.cancelled()
+    await state.scripts.drain()
+
+
+async def test_an_unreachable_redis_fails_every_caller_of_the_batch():
+    batch = ScriptBatch(lambda: unreachable.redis)
+    unreachable = RedisState("redis://127.0.0.1:1/0", uuid.uuid4().hex, "unreachable")
+    script = unreachable.redis.register_script("return 1")
+    try:
+        results = await asyncio.gather(*(batch(script, [], []) for _ in range(3)), return_exceptions=True)
+        assert all(isinstance(result, RedisConnectionError) for result in results), results
+    finally:
+        await unreachable.close()
