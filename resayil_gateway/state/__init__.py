@@ -165,11 +165,11 @@ class RedisState(SharedState):
             message = await pubsub.get_message(timeout=HEARTBEAT_S)
             if message is None:
                 continue
-            kind = message.get("type")
-            if kind in ("pong", "subscribe") or (kind == "message" and message.get("data") == "ping"):
-                self._alive_until = time.monotonic() + 2 * HEARTBEAT_S
-                continue
-            if kind != "message":
+            # Anything read on the subscribed connection proves it alive. The reply to our PING takes a
+            # different shape per protocol (a ``pong`` message on RESP2; on RESP3, redis-py's default since
+            # 8.0, a plain "PONG" that redis-py hands over as a message of type "P"), so none is matched.
+            self._alive_until = time.monotonic() + 2 * HEARTBEAT_S
+            if message.get("type") != "message" or message.get("data") == "ping":
                 continue
             sender, _, rest = str(message.get("data", "")).partition("|")
             topic, _, value = rest.partition("|")

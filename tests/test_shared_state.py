@@ -1,0 +1,62 @@
+"""The Redis broadcast channel proves itself alive by heartbeat, so workers keep trusting their caches: with the
+channel alive, an API key is looked up in the store once, not on every request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from resayil_gateway import state as state_module
+from resayil_gateway.state import RedisState
+from resayil_gateway.testing import REDIS_URL
+
+HEARTBEAT_S = 0.05
+
+
+@pytest.fixture
+def fast_heartbeat(monkeypatch: Any) -> None:
+    monkeypatch.setattr(state_module, "HEARTBEAT_S", HEARTBEAT_S)
+
+
+async def test_the_channel_stays_alive_across_many_heartbeats(fast_heartbeat: None) -> None:
+    state = RedisState(REDIS_URL, uuid.uuid4().hex, "t" + uuid.uuid4().hex[:12])
+    try:
+        await asyncio.wait_for(state.start(), 5)
+    except Exception as exc:
+        await state.close()
+        pytest.skip(f"Redis at {REDIS_URL} is not reachable ({type(exc).__name__})")
+    try:
+        dead = 0
+        until = time.monotonic() + 10 * HEARTBEAT_S  # five times the two heartbeats a PONG keeps it alive for
+        while time.monotonic() < until:
+            dead += not state.channel_alive
+            await asyncio.sleep(HEARTBEAT_S / 10)
+        assert dead == 0
+    finally:
+        await state.close()
+
+
+@pytest.mark.parametrize("stack", ["postgres"])
+async def test_a_key_is_read_from_the_store_once_while_the_channel_is_alive(
+    fast_heartbeat: None, gateway_client: Any, monkeypatch: Any
+) -> None:
+    client = await gateway_client()
+    keys = client.gateway.keys
+    lookups = 0
+    original = keys._lookup
+
+    async def counting(key_hash: str) -> Any:
+        nonlocal lookups
+        lookups += 1
+        return await original(key_hash)
+
+    monkeypatch.setattr(keys, "_lookup", counting)
+    assert (await client.get("/v1/models", headers=client.auth)).status == 200
+    await asyncio.sleep(6 * HEARTBEAT_S)  # well past the first heartbeats after subscribing
+    for _ in range(3):
+        assert (await client.get("/v1/models", headers=client.auth)).status == 200
+    assert lookups == 1
