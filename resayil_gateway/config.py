@@ -193,9 +193,11 @@ class RoutingSettings(Section):
 
 class LimitsSettings(Section):
     """``[limits]``: what the per-account rate limit (each plan's ``requests_per_minute``) does when Redis
-    cannot be reached: ``open`` limits each worker on its own, ``closed`` answers 503."""
+    cannot be reached or does not answer within ``redis_timeout_s``: ``open`` limits each worker on its own,
+    ``closed`` answers 503."""
 
     on_redis_error: Literal["open", "closed"] = "open"
+    redis_timeout_s: float = Field(0.25, gt=0, le=30)  # a hung Redis must not hang the request
 
 
 class CatalogEntry(Section):

@@ -40,6 +40,10 @@ def make_limiter(settings: LimitsSettings, state: SharedState, clock: Clock) -> 
         from .redis_limiter import RedisRateLimiter
 
         return RedisRateLimiter(
-            state.redis, lambda subject: state.key("ratelimit", subject), clock, settings.on_redis_error
+            state.redis,
+            lambda subject: state.key("ratelimit", subject),
+            clock,
+            settings.on_redis_error,
+            timeout_s=settings.redis_timeout_s,
         )
     return LocalRateLimiter(clock)
