@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from resayil_gateway.config import ConfigError, load_settings
 from resayil_gateway.errors import ServiceUnavailable
 from resayil_gateway.limits import LocalRateLimiter, RedisRateLimiter, go_duration
 from resayil_gateway.testing import REDIS_URL, FakeClock
@@ -318,3 +319,10 @@ async def test_a_call_given_up_on_leaves_no_late_reply_for_the_next_call(clock):
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+def test_the_redis_timeout_is_a_setting_with_a_quarter_second_default():
+    assert load_settings().limits.redis_timeout_s == 0.25
+    assert load_settings(env={"RESAYIL_LIMITS__REDIS_TIMEOUT_S": "0.1"}).limits.redis_timeout_s == 0.1
+    with pytest.raises(ConfigError, match=r"^limits\.redis_timeout_s: .*greater than 0"):
+        load_settings(overrides={"limits": {"redis_timeout_s": 0}})
