@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -193,9 +193,12 @@ class RoutingSettings(Section):
 
 class LimitsSettings(Section):
     """``[limits]``: what the per-account rate limit (each plan's ``requests_per_minute``) does when Redis
-    cannot be reached: ``open`` limits each worker on its own, ``closed`` answers 503."""
+    cannot be reached or does not answer within ``redis_timeout_s``: ``open`` limits each worker on its own,
+    ``closed`` answers 503."""
 
     on_redis_error: Literal["open", "closed"] = "open"
+    # a hung Redis must not hang the request (Annotated: the default stays visible where the section is a default)
+    redis_timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.25
 
 
 class CatalogEntry(Section):

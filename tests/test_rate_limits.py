@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from resayil_gateway.config import ConfigError, load_settings
 from resayil_gateway.errors import ServiceUnavailable
 from resayil_gateway.limits import LocalRateLimiter, RedisRateLimiter, go_duration
 from resayil_gateway.testing import REDIS_URL, FakeClock
@@ -19,10 +20,10 @@ from resayil_gateway.testing import REDIS_URL, FakeClock
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connections are refused at once
 
 
-def redis_limiter(clock, prefix=None, url=REDIS_URL, on_redis_error="open"):
+def redis_limiter(clock, prefix=None, url=REDIS_URL, on_redis_error="open", **options):
     client = Redis.from_url(url, decode_responses=True)
     prefix = prefix or "t" + uuid.uuid4().hex[:12]
-    return RedisRateLimiter(client, lambda subject: f"{prefix}:ratelimit:{subject}", clock, on_redis_error)
+    return RedisRateLimiter(client, lambda subject: f"{prefix}:ratelimit:{subject}", clock, on_redis_error, **options)
 
 
 @pytest.fixture(params=["in-process", "redis"])
@@ -226,3 +227,108 @@ async def test_redis_coming_back_is_logged_once_and_windows_are_shared_again(clo
         "rate limiter: Redis is reachable again",
     ]
     await reachable.aclose()
+
+
+# -- Redis hung: it takes the connection and never answers ------------------------------------------------
+
+
+@pytest.fixture
+async def hung_redis():
+    """A server that accepts connections and reads what it is sent, but never answers; its URL."""
+    connections = []
+
+    async def swallow(reader, writer):
+        connections.append(writer)
+        while await reader.read(4096):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"redis://127.0.0.1:{port}/0", connections
+    for writer in connections:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.parametrize("choice", ["open", "closed"])
+async def test_a_hung_redis_is_given_up_after_the_timeout_like_an_unreachable_one(clock, caplog, hung_redis, choice):
+    url, connections = hung_redis
+    limiter = redis_limiter(clock, url=url, on_redis_error=choice, timeout_s=0.05)
+    caplog.set_level(logging.WARNING, "resayil.limits")
+    async with asyncio.timeout(5):  # without the bound each call would wait forever
+        await limiter.start()
+        outcomes = []
+        for _ in range(4):
+            try:
+                outcomes.append((await limiter.acquire("5", 3)).allowed)
+            except ServiceUnavailable as refused:
+                assert refused.headers["Retry-After"] == "2"
+                outcomes.append("503")
+    assert outcomes == ([True, True, True, False] if choice == "open" else ["503"] * 4)
+    assert connections, "the limiter never reached the hung server"
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "rate limiter: Redis is unreachable (no answer within 0.05 s); "
+        + (
+            "limiting each worker on its own until it is back (on_redis_error = open)"
+            if choice == "open"
+            else "refusing API requests with 503 until it is back (on_redis_error = closed)"
+        )
+    ]
+    await limiter.redis.aclose()
+
+
+def redis_reply(command: bytes, admitted: int) -> bytes:
+    """What a Redis 7 server answers to the commands the limiter's client sends (one command per read here)."""
+    if b"HELLO" in command:
+        return b"%1\r\n+proto\r\n:3\r\n"
+    if b"EVALSHA" in command:  # the sliding-window script: {admitted, count, newest, blocking}
+        return f"*4\r\n:{admitted}\r\n:{1 if admitted else 3}\r\n:1\r\n:1\r\n".encode()
+    return b"+OK\r\n"
+
+
+async def test_a_call_given_up_on_leaves_no_late_reply_for_the_next_call(clock):
+    """A reply that arrives after the timeout is never read as the answer to a later call: the script batch
+    matches every reply to the call that sent it, whichever connection carries the next one."""
+    connections: list[asyncio.StreamWriter] = []
+    scripts_seen = 0
+
+    async def late_then_prompt(reader, writer):
+        nonlocal scripts_seen
+        connections.append(writer)
+        while command := await reader.read(65536):
+            first = False
+            if b"EVALSHA" in command:
+                scripts_seen += 1
+                first = scripts_seen == 1
+            if first:
+                await asyncio.sleep(0.2)  # too late for the call's 0.05 s: "admitted", to a call gone
+            writer.write(redis_reply(command, admitted=1 if first else 0))
+            await writer.drain()
+
+    server = await asyncio.start_server(late_then_prompt, "127.0.0.1", 0)
+    url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+    limiter = redis_limiter(clock, url=url, timeout_s=0.05)
+    try:
+        async with asyncio.timeout(5):
+            fallback = await limiter.acquire("5", 3)
+            assert fallback.allowed and fallback.remaining == 2  # the local fallback's window
+            await asyncio.sleep(0.3)  # the late "admitted" reply has reached the first connection by now
+            shared = await limiter.acquire("5", 3)
+        assert scripts_seen == 2
+        assert not shared.allowed  # the second call's own answer, not the stale one
+    finally:
+        await limiter.scripts.drain()
+        await limiter.redis.aclose()
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_the_redis_timeout_is_a_setting_with_a_quarter_second_default():
+    assert load_settings().limits.redis_timeout_s == 0.25
+    assert load_settings(env={"RESAYIL_LIMITS__REDIS_TIMEOUT_S": "0.1"}).limits.redis_timeout_s == 0.1
+    with pytest.raises(ConfigError, match=r"^limits\.redis_timeout_s: .*greater than 0"):
+        load_settings(overrides={"limits": {"redis_timeout_s": 0}})

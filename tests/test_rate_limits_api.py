@@ -3,6 +3,7 @@ response after authentication, one limit across gateways sharing Redis, and Redi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -150,3 +151,38 @@ async def test_redis_unreachable_takes_the_configured_choice_logs_once_and_never
     lost = [record for record in caplog.records if record.name == "resayil.limits"]
     assert len(lost) == 1
     assert f"on_redis_error = {choice}" in lost[0].getMessage()
+
+
+async def test_a_hung_redis_costs_a_request_at_most_redis_timeout_s(make_gateway, aiohttp_client, clock, stack):
+    if stack != "postgres":
+        pytest.skip("only a Redis limiter can wait on Redis")
+    connections = []
+
+    async def swallow(reader, writer):  # takes the connection, reads, never answers
+        connections.append(writer)
+        while await reader.read(4096):
+            pass
+
+    hung = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    overrides = {**CATALOG, "limits": {"redis_timeout_s": 0.1}}
+    gateway = make_gateway(plugins=[FakeBackendPlugin(FakeBackend())], overrides=overrides, clock=clock)
+    configured = gateway.limiter
+    assert isinstance(configured, RedisRateLimiter) and configured.timeout_s == 0.1
+    gateway.limiter = RedisRateLimiter(
+        Redis.from_url(f"redis://127.0.0.1:{hung.sockets[0].getsockname()[1]}/0", decode_responses=True),
+        configured.key,
+        clock,
+        timeout_s=configured.timeout_s,
+    )
+    client = await client_for(aiohttp_client, gateway)
+    try:
+        async with asyncio.timeout(10):  # unbounded, the first request would never answer
+            statuses = [(await client.get("/v1/models", headers=client.auth)).status for _ in range(2)]
+        assert statuses == [200, 200]
+        assert connections
+    finally:
+        await gateway.limiter.redis.aclose()
+        for writer in connections:
+            writer.close()
+        hung.close()
+        await hung.wait_closed()

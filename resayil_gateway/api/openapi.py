@@ -166,26 +166,100 @@ _MODEL = {
 }
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    described = {
-        "400": "Invalid request",
-        "401": "Missing, malformed, unknown or revoked API key",
-        "402": "Insufficient credits (carries top_up_url; not retried)",
-        "403": "Model not included in the plan",
-        "404": "Unknown model",
-        "413": "Request body too large",
-        "429": "Rate limited",
-        "502": "Upstream failure",
-        "503": "No capacity",
-        "504": "Upstream timeout",
-    }
+# Response headers. Every response after authentication carries the rate-limit ones
+# (SPEC §4.7, §5.1); a 401 has no account to count against, and a 503 for an unreachable store or Redis may
+# come before the count, so neither promises them.
+_DURATION = r"^(?:[0-9]+m)?[0-9]+(?:\.[0-9]+)?(?:ms|s)$"  # Go style, as OpenAI writes it: 12ms, 6.5s, 1m0s
+_HEADERS: dict[str, dict[str, Any]] = {
+    "x-request-id": {
+        "description": "This request's id (quote it when reporting a problem)",
+        "schema": {"type": "string", "minLength": 1},
+    },
+    "x-ratelimit-limit-requests": {
+        "description": "Requests per minute the caller's plan allows",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "x-ratelimit-remaining-requests": {
+        "description": "Requests left in the last 60 seconds' window after this one",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "x-ratelimit-reset-requests": {
+        "description": "Until the whole allowance is free again (Go duration, e.g. 1m0s, 6.5s, 12ms)",
+        "schema": {"type": "string", "pattern": _DURATION},
+    },
+    "Retry-After": {
+        "description": "Whole seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "retry-after-ms": {
+        "description": "Milliseconds to wait before retrying (the OpenAI SDKs honour it)",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "x-should-retry": {
+        "description": "Always false: retrying cannot help until the balance is topped up",
+        "schema": {"const": "false"},
+    },
+    "x-resayil-backend": {
+        "description": "Where the request ran: local, or cloud (failover, or a cloud model); billed at the "
+        "requested model's price either way",
+        "schema": {"enum": ["local", "cloud"]},
+    },
+}
+_RATE_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
+_AUTHENTICATED = frozenset({200, 400, 402, 403, 404, 413, 429, 502, 504})
+
+_DESCRIBED = {
+    400: "Invalid request",
+    401: "Missing, malformed, unknown or revoked API key",
+    402: "Insufficient credits (carries top_up_url; not retried)",
+    403: "Model not included in the plan",
+    404: "Unknown model",
+    413: "Request body too large",
+    429: "Rate limited (code rate_limit_exceeded): the plan's requests per minute were used in the last 60 "
+    "seconds; retry after Retry-After",
+    502: "Upstream failure",
+    503: "No capacity now: the model server's queue waited max_queue_wait (code no_capacity), today's cloud "
+    "budget is spent (code cloud_budget_exhausted), or the gateway's own store or Redis is unavailable "
+    "(code service_unavailable); retry after Retry-After",
+    504: "Upstream timeout",
+}
+
+
+def _response_headers(status: int, *extra: str, uncounted: frozenset[int] = frozenset()) -> dict[str, Any]:
+    """The headers a response with ``status`` carries, each marked required when it is always sent (inline:
+    a ``$ref`` cannot carry ``required``). ``uncounted`` statuses may also come before authentication."""
+    names: list[tuple[str, bool]] = [("x-request-id", True)]
+    if status in _AUTHENTICATED or status == 503:
+        names += [(name, status in _AUTHENTICATED and status not in uncounted) for name in _RATE_LIMIT_HEADERS]
+    if status == 429:
+        names += [("Retry-After", True), ("retry-after-ms", True)]
+    elif status == 503:
+        names.append(("Retry-After", True))
+    elif status == 402:
+        names.append(("x-should-retry", True))
+    names += [(name, True) for name in extra]
+    return {name: {**_HEADERS[name], "required": required} for name, required in names}
+
+
+def _errors(*statuses: int, uncounted: frozenset[int] = frozenset()) -> dict[str, Any]:
     return {
         str(status): {
-            "description": described[str(status)],
+            "description": _DESCRIBED[status],
+            "headers": _response_headers(status, uncounted=uncounted),
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
         for status in statuses
     }
+
+
+_FAILOVER_PARAMETER = {
+    "name": "x-resayil-failover",
+    "in": "header",
+    "required": False,
+    "description": "off: never run this request in the cloud when the local model server is busy (it waits "
+    "for a local slot instead); anything else, or no header, allows failover where the plan does",
+    "schema": {"type": "string"},
+}
 
 
 def build_openapi() -> dict[str, Any]:
@@ -198,6 +272,7 @@ def build_openapi() -> dict[str, Any]:
             "post": {
                 "operationId": f"createChatCompletion_{tag.replace('/', '_')}",
                 "summary": "Create a chat completion (JSON, or Server-Sent Events when stream is true)",
+                "parameters": [_FAILOVER_PARAMETER],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
@@ -205,6 +280,7 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "A chat.completion object, or a text/event-stream of chunks",
+                        "headers": _response_headers(200, "x-resayil-backend"),
                         "content": {
                             "application/json": {"schema": {"type": "object"}},
                             "text/event-stream": {},
@@ -218,6 +294,7 @@ def build_openapi() -> dict[str, Any]:
             "post": {
                 "operationId": f"createEmbedding_{tag.replace('/', '_')}",
                 "summary": "Create embeddings",
+                "parameters": [_FAILOVER_PARAMETER],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EmbeddingRequest"}}},
@@ -225,6 +302,7 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "A list of embeddings",
+                        "headers": _response_headers(200, "x-resayil-backend"),
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     },
                     **_errors(400, 401, 402, 403, 404, 413, 429, 502, 503, 504),
@@ -238,6 +316,7 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "A list of models",
+                        "headers": _response_headers(200),
                         "content": {
                             "application/json": {
                                 "schema": {
@@ -253,7 +332,7 @@ def build_openapi() -> dict[str, Any]:
                             }
                         },
                     },
-                    **_errors(401),
+                    **_errors(401, 429, 503),
                 },
             }
         }
@@ -265,9 +344,11 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "The model",
+                        "headers": _response_headers(200),
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Model"}}},
                     },
-                    **_errors(401, 404),
+                    # a path the router cannot match (a newline in the id) is a 404 before authentication
+                    **_errors(401, 404, 429, 503, uncounted=frozenset({404})),
                 },
             }
         }

@@ -45,5 +45,6 @@ def make_limiter(settings: LimitsSettings, state: SharedState, clock: Clock) -> 
             clock,
             settings.on_redis_error,
             scripts=state.scripts,
+            timeout_s=settings.redis_timeout_s,
         )
     return LocalRateLimiter(clock)

@@ -5,14 +5,16 @@ Times are the gateway clock's wall time in milliseconds, passed into the script:
 fake clock, and machines kept in step by NTP (milliseconds apart) disagree by far less than the one-second
 resolution clients see. Redis ``TIME`` would remove even that skew but could not be faked in tests.
 
-When Redis cannot be reached the configured choice applies (``[limits] on_redis_error``): ``open`` keeps
-serving under this worker's own in-process window (the limit then holds per worker instead of globally),
-``closed`` answers 503 with ``Retry-After``. Either way one warning is logged when Redis is lost and one line
-when it is back; never a 500.
+When Redis cannot be reached, or does not answer within ``[limits] redis_timeout_s`` (a hung Redis must not
+hang the request: the call is abandoned and its connection dropped), the configured choice applies
+(``[limits] on_redis_error``): ``open`` keeps serving under this worker's own in-process window (the limit
+then holds per worker instead of globally), ``closed`` answers 503 with ``Retry-After``. Either way one
+warning is logged when Redis is lost and one line when it is back; never a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -48,11 +50,14 @@ local blocking = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WI
 return {0, count, tonumber(newest), tonumber(blocking)}
 """
 
-UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# builtin TimeoutError (what ``asyncio.timeout`` raises) is an OSError; named for the reader
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError, OSError)
+DEFAULT_TIMEOUT_S = 0.25
 
 
 class RedisRateLimiter(RateLimiter):
-    """Sliding one-minute windows in Redis (keys from ``key(subject)``), with a fallback when Redis is down."""
+    """Sliding one-minute windows in Redis (keys from ``key(subject)``), with a fallback when Redis is down or
+    slower than ``timeout_s`` seconds."""
 
     def __init__(
         self,
@@ -60,7 +65,9 @@ class RedisRateLimiter(RateLimiter):
         key: Callable[[str], str],
         clock: Clock,
         on_redis_error: Literal["open", "closed"] = "open",
+        *,
         scripts: ScriptBatch | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.redis = client
         # shared with the queue's scripts when the gateway passes its state's batch
@@ -68,6 +75,7 @@ class RedisRateLimiter(RateLimiter):
         self.key = key
         self.clock = clock
         self.on_redis_error = on_redis_error
+        self.timeout_s = timeout_s
         self.fallback = LocalRateLimiter(clock)
         self._script = client.register_script(SLIDING_WINDOW_LUA)
         self._members = itertools.count()
@@ -78,7 +86,8 @@ class RedisRateLimiter(RateLimiter):
     async def start(self) -> None:
         """Load the script so the first request already calls it by SHA."""
         try:
-            await self.redis.script_load(SLIDING_WINDOW_LUA)
+            async with asyncio.timeout(self.timeout_s):
+                await self.redis.script_load(SLIDING_WINDOW_LUA)
         except UNREACHABLE as exc:
             self._lost(exc)
 
@@ -88,9 +97,12 @@ class RedisRateLimiter(RateLimiter):
         now_ms = int(self.clock.now().timestamp() * 1000)
         member = f"{now_ms}:{self._token}:{next(self._members)}"
         try:
-            admitted, count, newest, blocking = await self.scripts(
-                self._script, [self.key(subject)], [now_ms, self._window_ms, limit, member]
-            )
+            # Giving up waits no more for the batch's reply; the batch matches replies to their own calls, so
+            # a late reply is never read by another call.
+            async with asyncio.timeout(self.timeout_s):
+                admitted, count, newest, blocking = await self.scripts(
+                    self._script, [self.key(subject)], [now_ms, self._window_ms, limit, member]
+                )
         except UNREACHABLE as exc:
             self._lost(exc)
             if self.on_redis_error == "closed":
@@ -113,4 +125,6 @@ class RedisRateLimiter(RateLimiter):
             if self.on_redis_error == "closed"
             else "limiting each worker on its own until it is back (on_redis_error = open)"
         )
-        log.warning("rate limiter: Redis is unreachable (%s); %s", type(exc).__name__, then)
+        # a bare TimeoutError is ours (asyncio.timeout): Redis took the connection but did not answer
+        why = f"no answer within {self.timeout_s:g} s" if type(exc) is TimeoutError else type(exc).__name__
+        log.warning("rate limiter: Redis is unreachable (%s); %s", why, then)
