@@ -106,10 +106,12 @@ async def _shoot(page: Any, language: str, name: str, section: str = "") -> None
     for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
         await page.set_viewport_size(size)
         path = str(ARTIFACTS / f"{language}-{name}-{label}.png")
-        if section:
-            await page.locator(section).screenshot(path=path)
-        else:
-            await page.screenshot(path=path, full_page=True)
+        clip = None
+        if section:  # clipped from the whole page, where the sticky top bar cannot cover it
+            box = await page.locator(section).bounding_box()
+            left, top = await page.evaluate("[window.scrollX, window.scrollY]")
+            clip = {"x": box["x"] + left, "y": box["y"] + top, "width": box["width"], "height": box["height"]}
+        await page.screenshot(path=path, full_page=True, clip=clip)
         if label == "phone":
             assert await page.evaluate(OVERFLOWING) == [], f"{name} overflows a phone screen"
     await page.set_viewport_size(DESKTOP)
