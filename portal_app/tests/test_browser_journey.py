@@ -197,6 +197,8 @@ async def test_user_journey_from_landing_page_to_adjusted_credits(live, browser,
     (order,) = await gateway.orders.list(account_id=(await gateway.accounts.require(email)).id)
     assert (order.id, order.status, order.credits) == (order_id, "paid", PACK_CREDITS)
     assert await gateway.ledger.check() == []
+    await page.reload()
+    assert await _balance(page) == f"{topped_up:,}"
 
     client = AsyncOpenAI(base_url=f"{base}/v1", api_key=secret, max_retries=0)
     reply = await client.chat.completions.create(
