@@ -8,6 +8,8 @@ from aiohttp import web
 
 from resayil_gateway.auth.accounts import Account
 from resayil_gateway.auth.api_keys import KeyRefused, NewKey
+from resayil_gateway.billing.orders import Order
+from resayil_gateway.gateway import Gateway
 from resayil_gateway.routing.catalog import plan_allows
 
 from .chart import usage_chart_svg
@@ -21,6 +23,14 @@ def _page_number(request: web.Request) -> int:
         return max(1, int(request.query.get("page", "1")))
     except ValueError:
         return 1
+
+
+async def _returned_order(gateway: Gateway, account: Account, order_id: str) -> Order | None:
+    """The order named by ``?paid=`` after the payment page sent the browser back: the account's own only."""
+    if not order_id or len(order_id) > 64:
+        return None
+    order = await gateway.orders.get(order_id)
+    return order if order is not None and order.account_id == account.id else None
 
 
 def dashboard_routes(portal: Portal) -> list[web.RouteDef]:
@@ -61,6 +71,7 @@ def dashboard_routes(portal: Portal) -> list[web.RouteDef]:
             "page": page,
             "has_older": has_older,
             "orders": await payments(gateway, account.id),
+            "paid_order": await _returned_order(gateway, account, request.query.get("paid", "")),
             "welcome": request.query.get("welcome") == "1",
             "chosen_plan": request.query.get("plan", "") if request.query.get("plan") in gateway.settings.plans else "",
             "models": models,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from portal_helpers import PASSWORD, csrf_of, log_in, post_form, register
@@ -227,6 +228,42 @@ async def test_dashboard_shows_balance_plan_usage_chart_and_payments(portal, clo
     assert "Pro" in html and "Active" in html
     assert "<svg" in html and 'role="img"' in html
     assert "5.000 KWD" in html and "Paid" in html
+
+
+@one_stack
+async def test_the_dashboard_confirms_a_returning_payment_only_for_the_users_own_order(portal, clock):
+    await register(portal)
+    mine = await portal.gateway.accounts.find("sara@example.com")
+    theirs = await portal.gateway.accounts.create("other@example.com", "+96550004444", PASSWORD)
+    now = clock.now()
+    rows = [("ord_paid", mine.id, "paid"), ("ord_wait", mine.id, "pending"), ("ord_theirs", theirs.id, "paid")]
+    async with portal.gateway.store.begin() as conn:
+        for order_id, account_id, status in rows:
+            await conn.execute(
+                insert(orders).values(
+                    id=order_id,
+                    account_id=account_id,
+                    kind="topup",
+                    item="5k",
+                    amount_fils=5000,
+                    credits=5000,
+                    status=status,
+                    provider="test",
+                    created_at=now,
+                    updated_at=now,
+                    paid_at=now if status == "paid" else None,
+                )
+            )
+
+    async def notice(order_id: str) -> str:
+        html = await (await portal.get(f"/dashboard?paid={order_id}", cookies={"resayil_lang": "en"})).text()
+        found = re.search(r'data-testid="paid-notice">(.*?)</div>', html, re.S)
+        return " ".join(re.sub(r"<[^>]+>", "", found.group(1)).split()) if found else ""
+
+    assert "Payment received. 5,000 credits were added to your balance (5.000 KWD)." in await notice("ord_paid")
+    assert "We are confirming your payment." in await notice("ord_wait")
+    assert await notice("ord_theirs") == ""  # another account's order says nothing, not even that it exists
+    assert await notice("ord_nope") == ""
 
 
 @one_stack
