@@ -302,8 +302,15 @@ def create_app(gateway: Gateway) -> web.Application:
     app.cleanup_ctx.extend(CORE_CONTEXTS)
     app.cleanup_ctx.extend(_plugin_lifespans(gateway))
     app.add_routes(api_routes())
-    app.add_routes(billing_routes())
     for routes in gateway.pm.hook.register_routes(gateway=gateway):
         if routes:
             app.add_routes(routes)
+    # The core's plain billing pages serve where no plugin gave its own (the portal replaces the top-up page).
+    app.add_routes(_not_taken(app, billing_routes()))
     return app
+
+
+def _not_taken(app: web.Application, routes: list[web.RouteDef]) -> list[web.RouteDef]:
+    """The routes whose method and path no route of ``app`` answers yet."""
+    taken = {(route.method, route.resource.canonical) for route in app.router.routes() if route.resource is not None}
+    return [route for route in routes if (route.method, route.path) not in taken]

@@ -11,6 +11,8 @@ from resayil_gateway.auth.api_keys import KeyRefused, NewKey
 from resayil_gateway.billing.orders import Order
 from resayil_gateway.gateway import Gateway
 from resayil_gateway.routing.catalog import plan_allows
+from resayil_gateway.web.billing_pages import TOP_UP_PATH
+from resayil_gateway.web.sessions import current_account
 
 from .chart import usage_chart_svg
 from .context import Portal
@@ -114,7 +116,14 @@ def dashboard_routes(portal: Portal) -> list[web.RouteDef]:
             raise web.HTTPNotFound() from None
         raise web.HTTPSeeOther("/dashboard#keys")
 
+    async def top_up(request: web.Request) -> web.Response:
+        # The link in every 402 and credit message: the dashboard's top-up section, after signing in.
+        if await current_account(request) is None:
+            raise web.HTTPSeeOther("/login?next=/dashboard%23topup")
+        raise web.HTTPSeeOther("/dashboard#topup")
+
     return [
+        web.get(TOP_UP_PATH, top_up),
         web.get("/dashboard", dashboard),
         web.post("/dashboard/keys", create_key),
         web.get("/dashboard/keys/{prefix}/delete", confirm_delete_key),

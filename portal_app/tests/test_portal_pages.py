@@ -363,3 +363,16 @@ async def test_admin_overview_shows_paid_revenue_today_and_by_plan(portal, clock
     assert "12.500 KWD" in html  # today: the paid plan and the paid pack, not the pending one
     assert "All time 15.000 KWD" in html
     assert "7.500 KWD" in html and "5.000 KWD" in html
+
+
+@one_stack
+async def test_the_top_up_link_of_every_402_opens_the_dashboards_top_up_after_signing_in(portal):
+    response = await portal.get("/billing/top-up", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/login?next=/dashboard%23topup"
+    login_page = await (await portal.get(response.headers["Location"])).text()
+    assert 'value="/dashboard#topup"' in login_page  # where the login form goes afterwards
+    await register(portal)
+    response = await portal.get("/billing/top-up", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/dashboard#topup"
+    dashboard = await (await portal.get("/dashboard")).text()
+    assert 'id="topup"' in dashboard
