@@ -95,3 +95,51 @@ async def test_an_unreachable_redis_fails_every_caller_of_the_batch():
         assert all(isinstance(result, RedisConnectionError) for result in results), results
     finally:
         await unreachable.close()
+
+
+@pytest.fixture
+async def hung_redis() -> AsyncIterator[str]:
+    """The URL of a server that accepts connections and never answers (a hung Redis)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    yield f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_hung_redis_is_a_503_to_retry_for_the_queue_and_the_cloud_budget(hung_redis, monkeypatch):
+    from resayil_gateway.clock import Clock
+    from resayil_gateway.errors import ServiceUnavailable
+    from resayil_gateway.routing.admission_redis import RedisAdmission
+    from resayil_gateway.routing.cloud_budget import RedisCloudBudget
+    from resayil_gateway.state import script_batch
+
+    monkeypatch.setattr(script_batch, "SCRIPT_TIMEOUT_S", 0.1)
+    state = RedisState(hung_redis, uuid.uuid4().hex, "hung")  # never started: its PING would hang too
+    admission = RedisAdmission(state)
+    admission.configure("ollama", 1)
+
+    async def no_events(_event: Any) -> None:
+        return None
+
+    budget = RedisCloudBudget(state, Clock(), no_events)
+    budget.limit = 10
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(ServiceUnavailable) as queued:
+                async with admission.slot("ollama"):
+                    pass
+            with pytest.raises(ServiceUnavailable) as spent:
+                await budget.try_spend()
+        for refused in (queued.value, spent.value):
+            assert refused.headers["Retry-After"]
+    finally:
+        await state.redis.aclose()

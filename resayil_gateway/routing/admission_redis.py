@@ -172,7 +172,7 @@ class RedisAdmission(Admission):
 
     async def _run(self, script: Any, backend: str, *extra: Any) -> Any:
         try:
-            return await self.state.scripts(script, self._line_keys(backend), self._args(backend, *extra))
+            return await self.state.scripts.run(script, self._line_keys(backend), self._args(backend, *extra))
         except RedisError as exc:  # our own state is down: a 503 to retry, never blamed on the backend
             raise state_unavailable() from exc
 

@@ -195,7 +195,7 @@ class RedisCloudBudget(CloudBudget):
 
     async def _spend(self, day: str) -> tuple[bool, int]:
         try:
-            spent, used = await self._spend_script(keys=[self._key(day)], args=[self.limit, _KEY_TTL_S])
+            spent, used = await self.state.scripts.run(self._spend_script, [self._key(day)], [self.limit, _KEY_TTL_S])
         except Exception as exc:
             if not _from_redis(exc):
                 raise

@@ -20,12 +20,17 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
 _Call = tuple["AsyncScript", Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
+
+# A request-path script unanswered this long means Redis is hung (a healthy one answers in a millisecond):
+# the caller gets redis-py's TimeoutError, handled like Redis unreachable (a 503 to retry), never a hang.
+SCRIPT_TIMEOUT_S = 2.0
 
 
 class ScriptBatch:
@@ -44,6 +49,19 @@ class ScriptBatch:
             loop.call_soon(self._send_pending)
         self._pending.append((script, keys, args, reply))
         return reply
+
+    async def run(
+        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], timeout_s: float | None = None
+    ) -> Any:
+        """Run one call of ``script`` and return its reply; raises redis-py's ``TimeoutError`` when Redis has not
+        answered within ``timeout_s`` (default :data:`SCRIPT_TIMEOUT_S`; the batch then ignores the reply,
+        should it come)."""
+        timeout_s = SCRIPT_TIMEOUT_S if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self(script, keys, args)
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"Redis did not answer within {timeout_s:g} s") from exc
 
     def _send_pending(self) -> None:
         calls, self._pending = self._pending, []
