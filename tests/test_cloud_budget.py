@@ -59,6 +59,9 @@ async def test_many_workers_racing_never_pass_the_limit_and_alert_exactly_once(m
         assert (status.used, status.limit, status.state) == (50, 50, "exhausted")
     warning = next(event for event in log.events if event.name == "cloud.budget_warning")
     assert warning.data["used"] == 40 and warning.data["limit"] == 50
+    for worker in workers:  # a worker whose spends all came before the line learns at its next try
+        if worker.state.shared and not worker.cloud_budget.known_exhausted():
+            assert await worker.cloud_budget.try_spend() is False
     assert all(worker.cloud_budget.known_exhausted() for worker in workers if worker.state.shared)
 
 
