@@ -17,7 +17,7 @@ import pytest
 
 from resayil_gateway.errors import ServiceUnavailable
 from resayil_gateway.routing.admission import Admission, LocalAdmission, QueueWaitExceeded
-from resayil_gateway.routing.admission_redis import RedisAdmission
+from resayil_gateway.routing.admission_redis import SPARE_S, RedisAdmission
 from resayil_gateway.state import RedisState
 from resayil_gateway.testing import REDIS_URL
 
@@ -286,3 +286,52 @@ async def test_a_busy_worker_reads_the_depth_from_its_latest_script_reply(worker
     await admission.drain()
     assert await admission.depth(BACKEND) == 0
     assert trips == [["EVALSHA"], ["EVALSHA"]]  # acquire and release; both depths came with their replies
+
+
+async def test_with_room_in_the_line_a_workers_next_request_takes_its_spare_slot_without_a_round_trip(
+    workers: Workers, monkeypatch: Any
+) -> None:
+    if isinstance(workers.first, LocalAdmission):
+        pytest.skip("no Redis in-process")
+    admission = workers.first
+    assert isinstance(admission, RedisAdmission)
+    admission.depth_max_age_s = 60  # the depth of the latest reply stays fresh for the whole test
+    configure(workers, 8)
+    async with admission.slot(BACKEND):  # loads the scripts
+        pass
+    await admission.drain()
+    trips = round_trips(admission, monkeypatch)
+    async with admission.slot(BACKEND):
+        pass
+    assert len(trips) == 1  # the acquire; the slot stays as a spare
+    for _ in range(5):
+        async with admission.slot(BACKEND):
+            assert await workers.second.depth(BACKEND) == 1  # still one slot, counted by every worker
+    assert len(trips) == 1
+    await asyncio.sleep(SPARE_S * 4)  # unused, the spare goes back by itself
+    await admission.drain()
+    assert len(trips) == 2
+    assert await workers.second.depth(BACKEND) == 0
+
+
+async def test_a_full_line_gets_the_slot_back_at_once_and_a_stale_depth_never_lends_a_spare(
+    workers: Workers, monkeypatch: Any
+) -> None:
+    if isinstance(workers.first, LocalAdmission):
+        pytest.skip("no Redis in-process")
+    admission = workers.first
+    assert isinstance(admission, RedisAdmission)
+    configure(workers, 1)  # one slot: the line is full while it runs
+    admission.depth_max_age_s = 60
+    async with admission.slot(BACKEND):
+        pass
+    assert not admission._spares.get(BACKEND)  # given back at once: someone elsewhere may be waiting for it
+    await admission.drain()
+    assert await workers.second.depth(BACKEND) == 0
+    configure(workers, 8)
+    admission.depth_max_age_s = 0  # every reply is already stale: no spare is kept
+    async with admission.slot(BACKEND):
+        pass
+    assert not admission._spares.get(BACKEND)
+    await admission.drain()
+    assert await workers.second.depth(BACKEND) == 0
