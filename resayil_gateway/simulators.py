@@ -6,7 +6,8 @@ Such a server is an aiohttp application whose state sits under an ``AppKey``. Wh
   (``await sim.stats.wait_until(lambda s: s.completed == 2)``); :class:`RequestCounters` adds the usual request
   counters and keeps ``in_flight``, ``completed`` and ``cancelled`` true around a handler's work;
 - :func:`start_app` starts the application on a real socket and returns ``(runner, base_url)``; :func:`run_app`
-  runs it in the foreground (a ``resayil …-simulator`` command); :func:`json_response` answers JSON;
+  runs it in the foreground (a ``resayil …-simulator`` command); :func:`counter_routes` adds ``/_sim/stats``
+  and ``/_sim/reset``; :func:`json_response` answers JSON;
 - deterministic fake model output for model-server simulators: :func:`message_text`, :func:`last_user_text`,
   :func:`prompt_tokens`, :func:`requested_tokens` (the ``__sim_tokens_N__`` hook), :func:`reply_words`,
   :func:`unit_vector`, and :func:`write_paced` to stream pieces at a token rate.
@@ -127,6 +128,21 @@ async def start_app(app: web.Application, host: str = "127.0.0.1", port: int = 0
 def run_app(app: web.Application, host: str, port: int) -> None:
     """Serve ``app`` in the foreground until interrupted (no access log, no banner of aiohttp's own)."""
     web.run_app(app, host=host, port=port, handler_cancellation=True, access_log=None, print=None)
+
+
+def counter_routes(counters_of: Callable[[web.Application], Counters]) -> list[web.RouteDef]:
+    """The control routes ``GET /_sim/stats`` (the counters) and ``POST /_sim/reset`` (zero them, then the
+    counters), for the counters ``counters_of(app)`` returns."""
+
+    async def stats(request: web.Request) -> web.Response:
+        return json_response(counters_of(request.app).snapshot())
+
+    async def reset(request: web.Request) -> web.Response:
+        counters = counters_of(request.app)
+        counters.reset()
+        return json_response(counters.snapshot())
+
+    return [web.get("/_sim/stats", stats), web.post("/_sim/reset", reset)]
 
 
 def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

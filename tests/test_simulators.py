@@ -16,6 +16,7 @@ from resayil_gateway.simulators import (
     Changes,
     Counters,
     RequestCounters,
+    counter_routes,
     json_response,
     last_user_text,
     message_text,
@@ -117,6 +118,22 @@ async def test_start_app_serves_on_a_free_port_and_write_paced_streams_every_pie
                     assert await resp.read() == b"abc"
     finally:
         await runner.cleanup()
+
+
+async def test_counter_routes_show_and_reset_the_counters():
+    counters = QueueCounters(requests=2, in_flight=1)
+    app = web.Application()
+    app.add_routes(counter_routes(lambda app: counters))
+    runner, url = await start_app(app)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/_sim/stats") as resp:
+                assert (await resp.json())["requests"] == 2
+            async with session.post(url + "/_sim/reset") as resp:
+                assert (await resp.json())["requests"] == 0
+    finally:
+        await runner.cleanup()
+    assert (counters.requests, counters.in_flight) == (0, 1)
 
 
 def test_fake_model_output_is_deterministic():

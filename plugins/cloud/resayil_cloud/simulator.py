@@ -42,6 +42,7 @@ from aiohttp import web
 
 from resayil_gateway.simulators import (
     RequestCounters,
+    counter_routes,
     json_response,
     last_user_text,
     message_text,
@@ -151,8 +152,7 @@ def make_simulator_app(config: SimulatorConfig | None = None) -> web.Application
             web.get("/v1/models", _models),
             web.post("/v1/chat/completions", _chat),
             web.post("/v1/embeddings", _embeddings),
-            web.get("/_sim/stats", _stats),
-            web.post("/_sim/reset", _reset),
+            *counter_routes(lambda app: app[SIMULATOR].stats),
             web.post("/_sim/fail", _fail),
         ]
     )
@@ -202,15 +202,6 @@ async def _models(request: web.Request) -> web.Response:
     names = (*config.models, *config.embedding_models)
     data = [{"id": name, "object": "model", "created": CREATED, "owned_by": "library"} for name in names]
     return json_response({"object": "list", "data": data})
-
-
-async def _stats(request: web.Request) -> web.Response:
-    return json_response(request.app[SIMULATOR].stats.snapshot())
-
-
-async def _reset(request: web.Request) -> web.Response:
-    request.app[SIMULATOR].stats.reset()
-    return json_response(request.app[SIMULATOR].stats.snapshot())
 
 
 async def _fail(request: web.Request) -> web.Response:

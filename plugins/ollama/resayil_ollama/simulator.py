@@ -36,6 +36,7 @@ from aiohttp import web
 
 from resayil_gateway.simulators import (
     RequestCounters,
+    counter_routes,
     json_response,
     last_user_text,
     message_text,
@@ -206,8 +207,7 @@ def make_simulator_app(config: SimulatorConfig | None = None) -> web.Application
             web.post("/api/show", _show),
             web.post("/api/chat", _chat),
             web.post("/api/embed", _embed),
-            web.get("/_sim/stats", _stats),
-            web.post("/_sim/reset", _reset),
+            *counter_routes(lambda app: app[SIMULATOR].stats),
         ]
     )
     return app
@@ -239,15 +239,6 @@ async def _version(request: web.Request) -> web.Response:
 
 async def _tags(request: web.Request) -> web.Response:
     return json_response({"models": [model.tag() for model in request.app[SIMULATOR].models.values()]})
-
-
-async def _stats(request: web.Request) -> web.Response:
-    return json_response(request.app[SIMULATOR].stats.snapshot())
-
-
-async def _reset(request: web.Request) -> web.Response:
-    request.app[SIMULATOR].stats.reset()
-    return json_response(request.app[SIMULATOR].stats.snapshot())
 
 
 async def _show(request: web.Request) -> web.Response:
