@@ -52,16 +52,13 @@ class ToyBackend(HttpBackend[ToySettings]):
     max_error_chars = 10
 
     def __init__(self, settings: ToySettings) -> None:
-        super().__init__(settings, headers={"Authorization": f"Bearer {SECRET}"})
+        super().__init__(
+            settings,
+            headers_timeout_s=settings.timeout_s,
+            read_timeout_s=settings.timeout_s,
+            headers={"Authorization": f"Bearer {SECRET}"},
+        )
         self.statuses: list[tuple[int, str, str, str | None]] = []
-
-    @property
-    def headers_timeout_s(self) -> float:
-        return self.settings.timeout_s
-
-    @property
-    def read_timeout_s(self) -> float:
-        return self.settings.timeout_s
 
     async def _discover(self) -> tuple[DiscoveredModel, ...]:
         data = await self._get_json("/models")

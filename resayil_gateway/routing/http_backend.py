@@ -5,11 +5,10 @@ model list (read at start and refreshed in the background, served from a cache),
 the transport: a JSON POST bounded by a deadline, reads bounded by a timeout, and every network failure turned
 into the gateway's :class:`~resayil_gateway.errors.BackendError` subclasses without the server's address.
 
-A subclass supplies what is particular to its server: ``kind``, ``ready_path``, the timeouts
-(:attr:`~HttpBackend.headers_timeout_s`, :attr:`~HttpBackend.read_timeout_s`), how to read the model list
-(:meth:`~HttpBackend._discover`), what an error status means (:meth:`~HttpBackend._raise_for_status`), and the
-wire format of ``chat``, ``stream_chat`` and ``embed``. The bundled Ollama and cloud backends are written this
-way; a third-party backend can be too.
+A subclass supplies what is particular to its server: ``kind``, ``ready_path``, its two timeouts (passed to
+``__init__``), how to read the model list (:meth:`~HttpBackend._discover`), what an error status means
+(:meth:`~HttpBackend._raise_for_status`), and the wire format of ``chat``, ``stream_chat`` and ``embed``. The
+bundled Ollama and cloud backends are written this way; a third-party backend can be too.
 """
 
 from __future__ import annotations
@@ -82,9 +81,10 @@ def error_text(data: Any) -> str:
 class HttpBackend(ABC, Generic[SettingsT]):
     """A model server reached over HTTP, as a :class:`resayil_gateway.routing.backends.Backend`.
 
-    ``name`` and ``max_concurrency`` come from ``settings``. ``headers`` go with every request (an
-    ``Authorization`` header, say); a POST adds ``Content-Type: application/json``. Log lines use the logger
-    of the subclass's module.
+    ``name`` and ``max_concurrency`` come from ``settings``. ``headers_timeout_s`` bounds the wait for the
+    response headers of a POST (unless the caller passes a deadline), ``read_timeout_s`` each read of a body.
+    ``headers`` go with every request (an ``Authorization`` header, say); a POST adds
+    ``Content-Type: application/json``. Log lines use the logger of the subclass's module.
     """
 
     kind: BackendKind = "local"
@@ -97,10 +97,19 @@ class HttpBackend(ABC, Generic[SettingsT]):
     #: How much of an error answer that is not JSON becomes the error message.
     max_error_chars: ClassVar[int] = 200
 
-    def __init__(self, settings: SettingsT, *, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: SettingsT,
+        *,
+        headers_timeout_s: float,
+        read_timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.name = settings.name
         self.max_concurrency = settings.max_concurrency
+        self.headers_timeout_s = headers_timeout_s
+        self.read_timeout_s = read_timeout_s
         self._url = settings.url
         self._headers = dict(headers or {})
         self._post_headers = {"Content-Type": "application/json", **self._headers}
@@ -114,16 +123,6 @@ class HttpBackend(ABC, Generic[SettingsT]):
         return f"{type(self).__name__}(name={self.name!r}, max_concurrency={self.max_concurrency})"
 
     # what a subclass supplies ------------------------------------------------------------------------------
-
-    @property
-    @abstractmethod
-    def headers_timeout_s(self) -> float:
-        """The longest wait for the response headers of a POST (unless the caller passes a deadline)."""
-
-    @property
-    @abstractmethod
-    def read_timeout_s(self) -> float:
-        """The longest wait for each read of a response body."""
 
     @abstractmethod
     async def _discover(self) -> tuple[DiscoveredModel, ...]:

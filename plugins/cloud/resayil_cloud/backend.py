@@ -68,23 +68,16 @@ class CloudBackend(HttpBackend[CloudSettings]):
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        super().__init__(settings, headers=headers)
+        # ``timeout_s`` bounds every wait for the host's next sign of life.
+        super().__init__(
+            settings, headers_timeout_s=settings.timeout_s, read_timeout_s=settings.timeout_s, headers=headers
+        )
         self.daily_request_budget: int = settings.daily_request_budget
         self.budget_alert_ratios: tuple[float, ...] = settings.budget_alert_ratios
         self.dialect: dialect.Dialect = settings.dialect
 
     def __repr__(self) -> str:
         return f"CloudBackend(name={self.name!r}, dialect={self.dialect!r}, max_concurrency={self.max_concurrency})"
-
-    @property
-    def headers_timeout_s(self) -> float:
-        """``timeout_s`` bounds every wait for the host's next sign of life."""
-        return self.settings.timeout_s
-
-    @property
-    def read_timeout_s(self) -> float:
-        """``timeout_s``, as for the headers."""
-        return self.settings.timeout_s
 
     async def _discover(self) -> tuple[DiscoveredModel, ...]:
         """The models ``/v1/models`` lists; a refused key is a :class:`PermissionError` saying so."""

@@ -41,17 +41,11 @@ class OllamaBackend(HttpBackend[OllamaSettings]):
     ready_path = "/api/version"
 
     def __init__(self, settings: OllamaSettings | None = None) -> None:
-        super().__init__(settings or OllamaSettings())
-
-    @property
-    def headers_timeout_s(self) -> float:
-        """Ollama sends its headers with the first line (or the whole answer): ``first_token_timeout_s``."""
-        return self.settings.first_token_timeout_s
-
-    @property
-    def read_timeout_s(self) -> float:
-        """The longest gap between two reads: ``read_timeout_s``."""
-        return self.settings.read_timeout_s
+        settings = settings or OllamaSettings()
+        # Ollama sends its headers with the first line (or the whole answer).
+        super().__init__(
+            settings, headers_timeout_s=settings.first_token_timeout_s, read_timeout_s=settings.read_timeout_s
+        )
 
     async def _discover(self) -> tuple[DiscoveredModel, ...]:
         """The models ``/api/tags`` lists."""
