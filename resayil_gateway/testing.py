@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+
+import aiohttp
+from aiohttp import web
 
 from .bootstrap import gateway_from_config
 from .clock import Clock
@@ -306,6 +312,121 @@ async def _on_store(url: str, action: Callable[[Store], Awaitable[None]]) -> Non
         await action(store)
     finally:
         await store.dispose()
+
+
+# look-alike servers and started objects -------------------------------------------------------------------------
+
+StateT = TypeVar("StateT")
+P = ParamSpec("P")
+
+
+class Startable(Protocol):
+    """Something with an async ``start`` and ``close`` (a backend, a payment provider, a channel)."""
+
+    async def start(self) -> None:
+        """Open connections."""
+
+    async def close(self) -> None:
+        """Close them."""
+
+
+StartableT = TypeVar("StartableT", bound=Startable)
+
+
+class RunningServer(Generic[StateT]):
+    """A look-alike server (simulator, sink) on a real socket: its runner, base URL and state."""
+
+    def __init__(self, runner: web.AppRunner, url: str, key: web.AppKey[StateT]) -> None:
+        self.runner = runner
+        self.url = url
+        self.state: StateT = runner.app[key]
+
+
+@asynccontextmanager
+async def running_servers(
+    start: Callable[..., Awaitable[tuple[web.AppRunner, str]]], key: web.AppKey[StateT]
+) -> AsyncIterator[Callable[..., Awaitable[RunningServer[StateT]]]]:
+    """A factory of servers for a fixture: ``await factory(**config)`` calls ``start(**config)`` (a plugin's
+    ``start_simulator``, returning ``(runner, url)``) and gives a :class:`RunningServer` with ``state``
+    ``runner.app[key]``; every one is stopped on exit."""
+    runners: list[web.AppRunner] = []
+
+    async def start_one(**config: Any) -> RunningServer[StateT]:
+        runner, url = await start(**config)
+        runners.append(runner)
+        return RunningServer(runner, url, key)
+
+    try:
+        yield start_one
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+@asynccontextmanager
+async def started_each(make: Callable[P, StartableT]) -> AsyncIterator[Callable[P, Awaitable[StartableT]]]:
+    """A factory for a fixture: ``await factory(*args)`` builds ``make(*args)`` and starts it; every one is
+    closed on exit."""
+    made: list[StartableT] = []
+
+    async def start(*args: P.args, **kwargs: P.kwargs) -> StartableT:
+        instance = make(*args, **kwargs)
+        await instance.start()
+        made.append(instance)
+        return instance
+
+    try:
+        yield start
+    finally:
+        for instance in made:
+            await instance.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@asynccontextmanager
+async def module_server(module: str, *args: str, timeout_s: float = 10.0) -> AsyncIterator[str]:
+    """Run ``python -m module --port <a free port> *args`` (a plugin's simulator command) and yield its base URL
+    once it accepts connections; it is terminated on exit."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, "--port", str(port), *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not await _accepts(port):
+                if process.returncode is not None:
+                    raise RuntimeError(f"python -m {module} exited with status {process.returncode}")
+                await asyncio.sleep(0.05)  # another process: there is no event to wait on
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        async with asyncio.timeout(5):
+            await process.wait()
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+def pooled_connections(session: aiohttp.ClientSession) -> set[int]:
+    """Identities of the idle connections ``session`` keeps for reuse (to check a stream released its own)."""
+    connector = session.connector
+    pool = getattr(connector, "_conns", {})  # aiohttp keeps no public view of its pool
+    return {id(protocol) for connections in pool.values() for protocol, _ in connections}
 
 
 def describe_stacks() -> str:

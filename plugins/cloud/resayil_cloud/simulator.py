@@ -32,20 +32,34 @@ import re
 import secrets
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import click
 import orjson
 from aiohttp import web
 
+from resayil_gateway.simulators import (
+    RequestCounters,
+    counter_routes,
+    json_response,
+    last_user_text,
+    message_text,
+    prompt_tokens,
+    reply_words,
+    requested_tokens,
+    run_app,
+    start_app,
+    unit_vector,
+    write_paced,
+)
+
 SIMULATOR_API_KEY = "sim-cloud-key"
 DEFAULT_MODELS = ("gpt-oss:20b", "gpt-oss:120b", "qwen3-coder:480b", "deepseek-v3.1:671b")
 DEFAULT_EMBEDDING_MODELS = ("embeddinggemma:300m",)
 EMBEDDING_DIMENSIONS = 768
 CREATED = 1767000000
-TOKENS_HOOK = re.compile(r"__sim_tokens_(\d+)__")
 STATUS_HOOK = re.compile(r"__sim_http_(\d{3})__")
 MIDSTREAM_ERROR = "an error was encountered while running the model: simulated (__sim_midstream_error__)"
 VOCAB = (
@@ -78,36 +92,11 @@ class SimulatorConfig:
 
 
 @dataclass(slots=True)
-class SimulatorStats:
-    """Request counters for ``/v1`` POSTs. ``in_flight`` counts requests being answered right now."""
+class SimulatorStats(RequestCounters):
+    """Request counters for ``/v1`` POSTs. ``in_flight`` counts requests being answered right now (and stays
+    true on :meth:`reset`); ``unauthorized`` those refused for a wrong key."""
 
-    requests: int = 0
-    in_flight: int = 0
-    completed: int = 0
-    cancelled: int = 0
-    rejected: int = 0
     unauthorized: int = 0
-    errors: int = 0
-    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-
-    def snapshot(self) -> dict[str, int]:
-        """The counters as a plain dict (what ``GET /_sim/stats`` returns)."""
-        return {key: value for key, value in asdict(self).items() if not key.startswith("_")}
-
-    def touch(self) -> None:
-        """Wake whoever waits in :meth:`wait_until`; call after changing a counter."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def wait_until(self, predicate: Callable[[SimulatorStats], bool]) -> None:
-        """Wait until ``predicate(stats)`` holds (checked on change); bound it with ``asyncio.timeout``."""
-        while not predicate(self):
-            await self._changed.wait()
-
-    def reset(self) -> None:
-        """Zero the finished-request counters (``in_flight`` stays true)."""
-        self.requests = self.completed = self.cancelled = self.rejected = self.unauthorized = self.errors = 0
-        self.touch()
 
 
 @dataclass(slots=True)
@@ -163,8 +152,7 @@ def make_simulator_app(config: SimulatorConfig | None = None) -> web.Application
             web.get("/v1/models", _models),
             web.post("/v1/chat/completions", _chat),
             web.post("/v1/embeddings", _embeddings),
-            web.get("/_sim/stats", _stats),
-            web.post("/_sim/reset", _reset),
+            *counter_routes(lambda app: app[SIMULATOR].stats),
             web.post("/_sim/fail", _fail),
         ]
     )
@@ -178,29 +166,17 @@ async def start_simulator(host: str = "127.0.0.1", port: int = 0, **config: Any)
     ``runner.app[SIMULATOR]``. Point the backend at it with ``[cloud] url = base_url`` and
     ``api_key = SIMULATOR_API_KEY``.
     """
-    app = make_simulator_app(SimulatorConfig(**config))
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound_port = runner.addresses[0][1]
-    return runner, f"http://{host}:{bound_port}"
+    return await start_app(make_simulator_app(SimulatorConfig(**config)), host, port)
 
 
 # handlers --------------------------------------------------------------------------------------------------
-
-
-def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", charset="utf-8", headers=headers
-    )
 
 
 def _error(
     message: str, status: int, code: str | None = None, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     error = {"message": message, "type": ERROR_TYPES.get(status, "api_error"), "param": None, "code": code}
-    return _json({"error": error}, status, headers)
+    return json_response({"error": error}, status, headers)
 
 
 def _unauthorized(request: web.Request) -> web.Response | None:
@@ -225,16 +201,7 @@ async def _models(request: web.Request) -> web.Response:
     config = request.app[SIMULATOR].config
     names = (*config.models, *config.embedding_models)
     data = [{"id": name, "object": "model", "created": CREATED, "owned_by": "library"} for name in names]
-    return _json({"object": "list", "data": data})
-
-
-async def _stats(request: web.Request) -> web.Response:
-    return _json(request.app[SIMULATOR].stats.snapshot())
-
-
-async def _reset(request: web.Request) -> web.Response:
-    request.app[SIMULATOR].stats.reset()
-    return _json(request.app[SIMULATOR].stats.snapshot())
+    return json_response({"object": "list", "data": data})
 
 
 async def _fail(request: web.Request) -> web.Response:
@@ -245,7 +212,7 @@ async def _fail(request: web.Request) -> web.Response:
         request.app[SIMULATOR].fail_next(int(body.get("status", 503)), int(body.get("count", 1)), body.get("message"))
     except (TypeError, ValueError) as exc:
         return _error(str(exc), 400)
-    return _json({"ok": True})
+    return json_response({"ok": True})
 
 
 async def _read_body(request: web.Request) -> dict[str, Any] | web.Response:
@@ -283,43 +250,6 @@ async def _admit(request: web.Request) -> dict[str, Any] | web.Response:
     return body
 
 
-async def _serve(sim: Simulator, work: Callable[[], Any]) -> web.StreamResponse:
-    """Run ``work`` counted as in flight, keeping the counters true whatever happens."""
-    sim.stats.in_flight += 1
-    sim.stats.touch()
-    try:
-        response: web.StreamResponse = await work()
-    except (asyncio.CancelledError, ConnectionError):
-        sim.stats.cancelled += 1
-        raise
-    else:
-        sim.stats.completed += 1
-        return response
-    finally:
-        sim.stats.in_flight -= 1
-        sim.stats.touch()
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""
-
-
-def _prompt_tokens(messages: Sequence[Any]) -> int:
-    chars = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
-    return math.ceil(chars / 4) + 4 * len(messages) + 1
-
-
-def _reply(prompt: str, count: int) -> list[str]:
-    seed = zlib.crc32(prompt.encode())
-    words = ["Hello"] + [" " + VOCAB[(seed + i * 7919) % len(VOCAB)] for i in range(1, count)]
-    words[-1] += "."
-    return words
-
-
 @dataclass(slots=True)
 class _Plan:
     """What one chat request will produce."""
@@ -334,9 +264,8 @@ class _Plan:
 
 def _plan(sim: Simulator, body: Mapping[str, Any]) -> _Plan:
     messages = [m for m in body.get("messages") or () if isinstance(m, dict)]
-    last_user = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-    count_hook = TOKENS_HOOK.search(last_user)
-    tokens = _reply(last_user, max(1, int(count_hook.group(1))) if count_hook else sim.config.reply_tokens)
+    last_user = last_user_text(messages)
+    tokens = reply_words(last_user, requested_tokens(last_user, sim.config.reply_tokens), VOCAB)
     tool_calls: list[dict[str, Any]] = []
     tools = body.get("tools") or []
     if "__sim_tool_call__" in last_user and tools:
@@ -351,7 +280,7 @@ def _plan(sim: Simulator, body: Mapping[str, Any]) -> _Plan:
         tokens = tokens[:limit]
         finish_reason = "length"
     midstream = next((hook for hook in ("error", "cut") if f"__sim_midstream_{hook}__" in last_user), None)
-    return _Plan(str(body["model"]), tokens, tool_calls, finish_reason, _prompt_tokens(messages), midstream)
+    return _Plan(str(body["model"]), tokens, tool_calls, finish_reason, prompt_tokens(messages), midstream)
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:
@@ -366,7 +295,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
             return _error(f'"{body["model"]}" does not support chat', 400)
         return _error(f'model "{body["model"]}" not found', 404)
     messages = body["messages"]
-    hooks = (STATUS_HOOK.search(_text(m.get("content"))) for m in messages if isinstance(m, dict))
+    hooks = (STATUS_HOOK.search(message_text(m.get("content"))) for m in messages if isinstance(m, dict))
     status_hook = next((hook for hook in hooks if hook and 400 <= int(hook.group(1)) <= 599), None)
     if status_hook is not None:
         sim.stats.errors += 1
@@ -376,7 +305,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     plan = _plan(sim, body)
     usage = bool((body.get("stream_options") or {}).get("include_usage"))
     stream = body.get("stream") is True
-    return await _serve(sim, lambda: _stream(request, sim, plan, usage) if stream else _whole(sim, plan))
+    return await sim.stats.track(lambda: _stream(request, sim, plan, usage) if stream else _whole(sim, plan))
 
 
 def _usage(plan: _Plan) -> dict[str, int]:
@@ -400,7 +329,7 @@ async def _whole(sim: Simulator, plan: _Plan) -> web.Response:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(plan.tokens)}
     if plan.tool_calls:
         message["tool_calls"] = plan.tool_calls
-    return _json(
+    return json_response(
         {
             "id": f"chatcmpl-{random.randrange(999)}",
             "object": "chat.completion",
@@ -441,14 +370,7 @@ async def _stream(request: web.Request, sim: Simulator, plan: _Plan, include_usa
         deltas = deltas[:2]
     if deltas:
         deltas[0] = {"role": "assistant", **deltas[0]}
-    interval = 1 / config.tokens_per_second if config.tokens_per_second else 0.0
-    if not interval:
-        await response.write(b"".join(chunk(delta) for delta in deltas))
-    else:
-        for index, delta in enumerate(deltas):
-            if index:
-                await asyncio.sleep(interval)
-            await response.write(chunk(delta))
+    await write_paced(response, (chunk(delta) for delta in deltas), config.tokens_per_second)
     if plan.midstream == "error":
         sim.stats.errors += 1
         await response.write(_event({"error": {"message": MIDSTREAM_ERROR, "type": "api_error", "code": None}}))
@@ -459,13 +381,6 @@ async def _stream(request: web.Request, sim: Simulator, plan: _Plan, include_usa
         await response.write(tail + _event(b"[DONE]"))
     await response.write_eof()
     return response
-
-
-def _vector(model: str, text: str, dimensions: int) -> list[float]:
-    rng = random.Random(zlib.crc32(f"{model}\0{text}".encode()))
-    values = [rng.uniform(-1.0, 1.0) for _ in range(dimensions)]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return [v / norm for v in values]
 
 
 async def _embeddings(request: web.Request) -> web.StreamResponse:
@@ -490,10 +405,10 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(sim.config.latency_ms / 1000)
         tokens = sum(math.ceil(len(text) / 4) + 2 for text in inputs)
         data = [
-            {"object": "embedding", "embedding": _vector(str(model), text, dimensions), "index": index}
+            {"object": "embedding", "embedding": unit_vector(f"{model}\0{text}", dimensions), "index": index}
             for index, text in enumerate(inputs)
         ]
-        return _json(
+        return json_response(
             {
                 "object": "list",
                 "data": data,
@@ -502,7 +417,7 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
             }
         )
 
-    return await _serve(sim, work)
+    return await sim.stats.track(work)
 
 
 # command line ----------------------------------------------------------------------------------------------
@@ -554,14 +469,7 @@ def simulator_command(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"Cloud simulator on http://{host}:{port} serving {', '.join(config.models)}")
-    web.run_app(
-        make_simulator_app(config),
-        host=host,
-        port=port,
-        handler_cancellation=True,
-        access_log=None,
-        print=None,
-    )
+    run_app(make_simulator_app(config), host, port)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import aiohttp
@@ -315,23 +314,6 @@ async def test_a_key_echoed_in_an_upstream_message_is_redacted(backend, caplog):
     assert FAKE_KEY not in caplog.text
 
 
-async def test_connection_refused_is_upstream_unavailable_without_the_host(backend):
-    with aioresponses() as mocked:
-        mocked.post(CHAT, exception=refused())
-        with pytest.raises(UpstreamUnavailable) as caught:
-            await backend.chat(chat_request(), "gpt-oss:120b")
-    assert caught.value.status == 502
-    assert "cloud.internal.test" not in caught.value.message
-
-
-async def test_connect_timeout_is_upstream_timeout(backend):
-    with aioresponses() as mocked:
-        mocked.post(CHAT, exception=aiohttp.ConnectionTimeoutError("connect timed out"))
-        with pytest.raises(UpstreamTimeout) as caught:
-            await collect(backend)
-    assert caught.value.status == 504
-
-
 async def test_http_404_is_model_not_found_with_the_hosts_message(backend):
     answer = {"error": {"message": 'model "nope" not found', "type": "not_found_error", "param": None, "code": None}}
     with aioresponses() as mocked:
@@ -379,11 +361,6 @@ async def test_gateway_timeout_upstream_is_upstream_timeout(backend):
         mocked.post(CHAT, status=504, body=b"")
         with pytest.raises(UpstreamTimeout):
             await backend.chat(chat_request(), "gpt-oss:120b")
-
-
-async def test_backend_that_was_not_started_is_unavailable():
-    with pytest.raises(UpstreamUnavailable):
-        await CloudBackend(CloudSettings(api_key=FAKE_KEY)).chat(chat_request(), "gpt-oss:120b")
 
 
 # embeddings ---------------------------------------------------------------------------------------------------
@@ -487,48 +464,6 @@ async def test_discovery_with_a_refused_key_is_logged_once_without_the_key(caplo
     assert FAKE_KEY not in caplog.text
 
 
-async def test_failed_refresh_keeps_the_cached_models_and_unchanged_lists_keep_their_object():
-    backend = await started()
-    try:
-        with aioresponses() as mocked:
-            mocked.get(MODELS, payload=LISTING)
-            mocked.get(MODELS, payload=LISTING)
-            mocked.get(MODELS, exception=refused())
-            assert await backend.refresh_models() is True
-            cached = backend.models()
-            assert await backend.refresh_models() is True
-            assert await backend.refresh_models() is False
-    finally:
-        await backend.close()
-    assert backend.models() is cached  # the catalog rebuilds only when the object changes
-    assert len(cached) == 2
-
-
-async def test_discovery_refreshes_in_the_background():
-    backend = CloudBackend(CloudSettings(url=FAKE_URL, api_key=FAKE_KEY, discover=True, discovery_interval_s=0.01))
-    found = asyncio.Event()
-    refresh = backend.refresh_models
-
-    async def watched_refresh() -> bool:
-        ok = await refresh()
-        if backend.models():
-            found.set()
-        return ok
-
-    backend.refresh_models = watched_refresh  # type: ignore[method-assign]
-    with aioresponses() as mocked:
-        mocked.get(MODELS, payload={"object": "list", "data": []})
-        mocked.get(MODELS, payload=LISTING, repeat=True)
-        await backend.start()
-        try:
-            assert backend.models() == ()
-            async with asyncio.timeout(5):
-                await found.wait()
-        finally:
-            await backend.close()
-    assert len(backend.models()) == 2
-
-
 async def test_ready_is_true_when_the_model_list_answers(backend):
     with aioresponses() as mocked:
         mocked.get(MODELS, payload=LISTING)
@@ -540,7 +475,3 @@ async def test_ready_is_false_when_refused(backend, failure):
     with aioresponses() as mocked:
         mocked.get(MODELS, **failure)
         assert await backend.ready() is False
-
-
-async def test_ready_is_false_before_start():
-    assert await CloudBackend(CloudSettings(api_key=FAKE_KEY)).ready() is False

@@ -7,14 +7,14 @@ without a zone in ``GetPaymentStatus``, ``InvoiceId`` an integer there and a str
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
+
+from resayil_gateway.simulators import Counters
 
 from .money import Kwd, fils_to_kwd_text
 
@@ -177,8 +177,9 @@ class SimulatorConfig:
 
 
 @dataclass(slots=True)
-class SandboxStats:
-    """Counters, and :meth:`wait_until` to wait for a condition on them without sleeping."""
+class SandboxStats(Counters):
+    """Counters, and :meth:`wait_until` to wait for a condition on them without sleeping; :meth:`reset` zeroes
+    them all."""
 
     api_calls: int = 0
     invoices: int = 0
@@ -189,27 +190,6 @@ class SandboxStats:
     webhooks_delivered: int = 0
     webhooks_failed: int = 0
     webhooks_skipped: int = 0
-    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-
-    def snapshot(self) -> dict[str, int]:
-        """The counters as a plain dict (what ``GET /_sim/stats`` returns)."""
-        return {item.name: getattr(self, item.name) for item in fields(self) if not item.name.startswith("_")}
-
-    def touch(self) -> None:
-        """Wake whoever waits in :meth:`wait_until`; call after changing a counter."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def wait_until(self, predicate: Callable[[SandboxStats], bool]) -> None:
-        """Wait until ``predicate(stats)`` holds (checked on every change); bound it with ``asyncio.timeout``."""
-        while not predicate(self):
-            await self._changed.wait()
-
-    def reset(self) -> None:
-        """Zero every counter."""
-        for key in self.snapshot():
-            setattr(self, key, 0)
-        self.touch()
 
 
 class Sandbox:

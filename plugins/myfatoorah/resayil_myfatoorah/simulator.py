@@ -37,6 +37,7 @@ from aiohttp import web
 from yarl import URL
 
 from resayil_gateway.clock import Clock
+from resayil_gateway.simulators import run_app, start_app
 
 from .money import decode_json, encode_json, kwd_to_fils
 from .payment_page import render_payment_page
@@ -209,10 +210,7 @@ async def start_simulator(
     is ``runner.app[SIMULATOR]``.
     """
     simulator = MyFatoorahSimulator(SimulatorConfig(**config), clock=clock, methods=methods)
-    runner = web.AppRunner(make_simulator_app(simulator), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner, f"http://{host}:{runner.addresses[0][1]}"
+    return await start_app(make_simulator_app(simulator), host, port)
 
 
 # API ---------------------------------------------------------------------------------------------------
@@ -513,8 +511,7 @@ def simulator_command(
         raise click.UsageError(str(exc)) from None
     hooks = f"webhooks to {webhook_url}" if webhook_url else "no webhooks (set --webhook-url)"
     click.echo(f"MyFatoorah simulator on http://{host}:{port}, {hooks}")
-    app = make_simulator_app(MyFatoorahSimulator(config))
-    web.run_app(app, host=host, port=port, handler_cancellation=True, access_log=None, print=None)
+    run_app(make_simulator_app(MyFatoorahSimulator(config)), host, port)
 
 
 if __name__ == "__main__":

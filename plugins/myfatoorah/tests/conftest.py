@@ -6,12 +6,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
 from myfatoorah_helpers import EVENT_TIME, settings
 from resayil_myfatoorah.provider import MyFatoorahProvider
 from resayil_myfatoorah.simulator import SIMULATOR, MyFatoorahSimulator, start_simulator
 
-from resayil_gateway.testing import FakeClock
+from resayil_gateway.testing import FakeClock, RunningServer, running_servers, started_each
 
 ProviderFactory = Callable[..., Awaitable[MyFatoorahProvider]]
 
@@ -30,17 +29,12 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def provider_for(clock: FakeClock) -> AsyncIterator[ProviderFactory]:
     """Start providers with ``await provider_for(**settings)`` (fake address by default); closed after the test."""
-    providers: list[MyFatoorahProvider] = []
 
-    async def start(**values: Any) -> MyFatoorahProvider:
-        instance = MyFatoorahProvider(settings(**values), clock=clock)
-        await instance.start()
-        providers.append(instance)
-        return instance
+    def make(**values: Any) -> MyFatoorahProvider:
+        return MyFatoorahProvider(settings(**values), clock=clock)
 
-    yield start
-    for instance in providers:
-        await instance.close()
+    async with started_each(make) as start:
+        yield start
 
 
 @pytest.fixture
@@ -49,25 +43,8 @@ async def provider(provider_for: ProviderFactory) -> MyFatoorahProvider:
     return await provider_for()
 
 
-class RunningSimulator:
-    """A simulator on a real socket: its base URL and its state."""
-
-    def __init__(self, runner: web.AppRunner, url: str) -> None:
-        self.runner = runner
-        self.url = url
-        self.state: MyFatoorahSimulator = runner.app[SIMULATOR]
-
-
 @pytest.fixture
-async def simulator() -> AsyncIterator[Callable[..., Awaitable[RunningSimulator]]]:
+async def simulator() -> AsyncIterator[Callable[..., Awaitable[RunningServer[MyFatoorahSimulator]]]]:
     """Start simulators with ``await simulator(**config)``; all are stopped after the test."""
-    runners: list[web.AppRunner] = []
-
-    async def start(**config: Any) -> RunningSimulator:
-        runner, url = await start_simulator(**config)
-        runners.append(runner)
-        return RunningSimulator(runner, url)
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    async with running_servers(start_simulator, SIMULATOR) as start:
+        yield start

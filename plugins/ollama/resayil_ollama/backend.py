@@ -1,21 +1,16 @@
 """The Ollama backend: chat, streamed chat and embeddings through Ollama's native API, with model discovery.
 
-One :class:`aiohttp.ClientSession` per backend, opened in :meth:`OllamaBackend.start`. Streams are read line
-by line; a stream the consumer abandons closes its HTTP response at once, which makes Ollama cancel the
-generation and free the parallel slot. Errors become the gateway's :class:`BackendError` subclasses and never
-carry the server's address.
+An :class:`~resayil_gateway.routing.http_backend.HttpBackend`: one :class:`aiohttp.ClientSession` per backend,
+opened in :meth:`OllamaBackend.start`. Streams are read line by line; a stream the consumer abandons closes its
+HTTP response at once, which makes Ollama cancel the generation and free the parallel slot. Errors become the
+gateway's :class:`BackendError` subclasses and never carry the server's address.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn
-
-import aiohttp
-import orjson
 
 from resayil_gateway.domain import (
     BackendKind,
@@ -27,131 +22,44 @@ from resayil_gateway.domain import (
     EmbeddingResult,
     Usage,
 )
-from resayil_gateway.errors import (
-    NoCapacity,
-    UpstreamBadRequest,
-    UpstreamModelNotFound,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from resayil_gateway.errors import NoCapacity, UpstreamBadRequest, UpstreamModelNotFound, UpstreamUnavailable
+from resayil_gateway.routing.http_backend import HttpBackend
 
 from . import translate
 from .settings import OllamaSettings
 
-logger = logging.getLogger(__name__)
 
-JSON_HEADERS = {"Content-Type": "application/json"}
-READY_TIMEOUT_S = 2.0
-DISCOVERY_TIMEOUT_S = 5.0
-UNREACHABLE = "The model server is unreachable"
-
-
-class OllamaBackend:
+class OllamaBackend(HttpBackend[OllamaSettings]):
     """A local Ollama server as a gateway backend (a :class:`resayil_gateway.routing.backends.Backend`).
 
-    ``name`` and ``max_concurrency`` come from :class:`OllamaSettings`; ``kind`` is ``"local"``.
+    ``name`` and ``max_concurrency`` come from :class:`OllamaSettings`; ``kind`` is ``"local"``. The session,
+    model discovery (``/api/tags``), readiness (``/api/version``) and transport errors are
+    :class:`~resayil_gateway.routing.http_backend.HttpBackend`'s.
     """
 
     kind: BackendKind = "local"
+    ready_path = "/api/version"
 
     def __init__(self, settings: OllamaSettings | None = None) -> None:
-        self.settings = settings or OllamaSettings()
-        self.name = self.settings.name
-        self.max_concurrency = self.settings.max_concurrency
-        self._url = self.settings.url
-        self._session: aiohttp.ClientSession | None = None
-        self._models: tuple[DiscoveredModel, ...] = ()
-        self._discovery_task: asyncio.Task[None] | None = None
-        self._discovery_failing = False
+        settings = settings or OllamaSettings()
+        # Ollama sends its headers with the first line (or the whole answer).
+        super().__init__(
+            settings, headers_timeout_s=settings.first_token_timeout_s, read_timeout_s=settings.read_timeout_s
+        )
 
-    def __repr__(self) -> str:
-        return f"OllamaBackend(name={self.name!r}, max_concurrency={self.max_concurrency})"
+    async def _discover(self) -> tuple[DiscoveredModel, ...]:
+        """The models ``/api/tags`` lists."""
+        return translate.discovered_models(await self._get_json("/api/tags"))
 
-    # lifecycle -------------------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Open the HTTP session; with ``discover``, read the model list once and start refreshing it."""
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(
-                total=None,
-                connect=self.settings.connect_timeout_s,
-                sock_connect=self.settings.connect_timeout_s,
-            )
-            connector = aiohttp.TCPConnector(limit=max(100, 2 * self.max_concurrency))
-            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
-        if self.settings.discover and self._discovery_task is None:
-            await self.refresh_models()
-            self._discovery_task = asyncio.create_task(self._discover_forever(), name=f"{self.name}-discovery")
-
-    async def close(self) -> None:
-        """Stop the discovery task and close the HTTP session."""
-        task, self._discovery_task = self._discovery_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    # discovery -------------------------------------------------------------------------------------------
-
-    def models(self) -> Sequence[DiscoveredModel]:
-        """The models Ollama listed at the last successful discovery (a cache: never a network call)."""
-        return self._models
-
-    async def refresh_models(self) -> bool:
-        """Read ``/api/tags`` into the cache. Returns False (and keeps the old list) when it fails.
-
-        A failure is logged as a warning once, until discovery works again.
-        """
-        if self._session is None:
-            return False
-        try:
-            async with asyncio.timeout(DISCOVERY_TIMEOUT_S):
-                async with self._session.get(f"{self._url}/api/tags") as resp:
-                    resp.raise_for_status()
-                    data = orjson.loads(await resp.read())
-            models = translate.discovered_models(data)
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, AttributeError) as exc:
-            if not self._discovery_failing:
-                logger.warning(
-                    "backend %s: model discovery from %s failed (%s: %s); keeping %d cached models",
-                    self.name,
-                    self._url,
-                    type(exc).__name__,
-                    exc,
-                    len(self._models),
-                )
-            self._discovery_failing = True
-            return False
-        if self._discovery_failing:
-            logger.info("backend %s: model discovery works again (%d models)", self.name, len(models))
-        self._discovery_failing = False
-        if models != self._models:  # a new object tells the catalog to rebuild; keep the old one if equal
-            self._models = models
-        return True
-
-    async def _discover_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.discovery_interval_s)
-            try:
-                await self.refresh_models()
-            except Exception:  # keep refreshing whatever happens once
-                logger.exception("backend %s: model discovery crashed", self.name)
-
-    async def ready(self) -> bool:
-        """True when ``GET /api/version`` answers 200 within two seconds."""
-        if self._session is None:
-            return False
-        try:
-            async with (
-                asyncio.timeout(READY_TIMEOUT_S),
-                self._session.get(f"{self._url}/api/version") as resp,
-            ):
-                return resp.status == 200
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            return False
+    def _raise_for_status(self, status: int, message: str, path: str, headers: Mapping[str, str]) -> NoReturn:
+        """Raise the gateway error for an Ollama HTTP error status (the message is Ollama's own text)."""
+        if status == 404:
+            raise UpstreamModelNotFound(message or "The model is not available on the model server.")
+        if status == 503:
+            raise NoCapacity("The model server is busy, please try again", headers={"Retry-After": "1"})
+        if status == 400:
+            raise UpstreamBadRequest(message or "The model server rejected the request")
+        raise UpstreamUnavailable(f"The model server answered HTTP {status}")
 
     # requests --------------------------------------------------------------------------------------------
 
@@ -193,7 +101,7 @@ class OllamaBackend:
                 for line in lines:
                     if not line or line.isspace():
                         continue
-                    deltas = list(translator.feed(_parse(line)))
+                    deltas = list(translator.feed(self._parse(line)))
                     deadline = loop.time() + self.settings.read_timeout_s
                     if translator.done:
                         # Read to the end before the last delta goes out, so the connection is reused rather
@@ -237,86 +145,3 @@ class OllamaBackend:
         return translate.chat_body(
             request, model, stream=stream, keep_alive=self.settings.keep_alive, num_ctx=self.settings.num_ctx
         )
-
-    def _require_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise UpstreamUnavailable(f"backend {self.name} is not started")
-        return self._session
-
-    async def _post(self, path: str, body: Mapping[str, Any], deadline: float | None = None) -> aiohttp.ClientResponse:
-        """POST ``body`` and wait for the response headers (until ``deadline``, a loop time; by default
-        ``first_token_timeout_s`` from now). A non-2xx answer raises the mapped error."""
-        session = self._require_session()
-        if deadline is None:
-            deadline = asyncio.get_running_loop().time() + self.settings.first_token_timeout_s
-        try:
-            async with asyncio.timeout_at(deadline):
-                resp = await session.post(f"{self._url}{path}", data=orjson.dumps(body), headers=JSON_HEADERS)
-        except TimeoutError:
-            raise UpstreamTimeout("The model server did not answer in time") from None
-        except (aiohttp.ClientError, OSError):
-            raise UpstreamUnavailable(UNREACHABLE) from None
-        if resp.status >= 300:
-            try:
-                message = await self._error_message(resp)
-            finally:
-                resp.release()
-            _raise_for_status(resp.status, message)
-        return resp
-
-    async def _error_message(self, resp: aiohttp.ClientResponse) -> str:
-        try:
-            async with asyncio.timeout(self.settings.read_timeout_s):
-                raw = await resp.read()
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            return ""
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return raw[:200].decode("utf-8", "replace").strip()
-        error = data.get("error") if isinstance(data, dict) else None
-        return str(error) if error else ""
-
-    async def _read_json(self, resp: aiohttp.ClientResponse) -> dict[str, Any]:
-        try:
-            async with asyncio.timeout(self.settings.read_timeout_s):
-                raw = await resp.read()
-        except TimeoutError:
-            raise UpstreamTimeout("The model server stopped sending in time") from None
-        except (aiohttp.ClientError, OSError):
-            raise UpstreamUnavailable("The model server closed the connection") from None
-        finally:
-            resp.release()
-        return _parse(raw)
-
-    @staticmethod
-    async def _read_chunk(resp: aiohttp.ClientResponse, deadline: float) -> bytes:
-        """Whatever part of the body has arrived (``b""`` at the end), waiting until ``deadline`` at most."""
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await resp.content.readany()
-        except TimeoutError:
-            raise UpstreamTimeout("The model server stopped sending in time") from None
-        except (aiohttp.ClientError, OSError):
-            raise UpstreamUnavailable("The model server closed the connection") from None
-
-
-def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamUnavailable("The model server sent an unreadable answer") from None
-    if not isinstance(data, dict):
-        raise UpstreamUnavailable("The model server sent an unreadable answer")
-    return data
-
-
-def _raise_for_status(status: int, message: str) -> NoReturn:
-    """Raise the gateway error for an Ollama HTTP error status (the message is Ollama's own text)."""
-    if status == 404:
-        raise UpstreamModelNotFound(message or "The model is not available on the model server.")
-    if status == 503:
-        raise NoCapacity("The model server is busy, please try again", headers={"Retry-After": "1"})
-    if status == 400:
-        raise UpstreamBadRequest(message or "The model server rejected the request")
-    raise UpstreamUnavailable(f"The model server answered HTTP {status}")

@@ -24,22 +24,33 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import random
-import re
 import time
-import zlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 import orjson
 from aiohttp import web
 
+from resayil_gateway.simulators import (
+    RequestCounters,
+    counter_routes,
+    json_response,
+    last_user_text,
+    message_text,
+    prompt_tokens,
+    reply_words,
+    requested_tokens,
+    run_app,
+    start_app,
+    unit_vector,
+    write_paced,
+)
+
 BUSY_ERROR = "server busy, please try again.  maximum pending requests exceeded"
 MIDSTREAM_ERROR = "an error was encountered while running the model: simulated (__sim_midstream_error__)"
-TOKENS_HOOK = re.compile(r"__sim_tokens_(\d+)__")
 VOCAB = (
     "the", "local", "model", "answers", "your", "question", "with", "a", "short", "and", "friendly",
     "reply", "about", "inference", "on", "this", "machine", "while", "tokens", "flow", "steadily",
@@ -136,36 +147,12 @@ class SimulatorConfig:
 
 
 @dataclass(slots=True)
-class SimulatorStats:
-    """Request counters. ``in_flight`` counts requests holding a slot, ``waiting`` those queued for one."""
+class SimulatorStats(RequestCounters):
+    """Request counters. ``in_flight`` counts requests holding a slot, ``waiting`` those queued for one;
+    :meth:`reset` leaves both as they are."""
 
-    requests: int = 0
-    in_flight: int = 0
+    gauges: ClassVar[tuple[str, ...]] = ("in_flight", "waiting")
     waiting: int = 0
-    completed: int = 0
-    cancelled: int = 0
-    rejected: int = 0
-    errors: int = 0
-    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-
-    def snapshot(self) -> dict[str, int]:
-        """The counters as a plain dict (what ``GET /_sim/stats`` returns)."""
-        return {key: value for key, value in asdict(self).items() if not key.startswith("_")}
-
-    def touch(self) -> None:
-        """Wake whoever waits in :meth:`wait_until`; call after changing a counter."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def wait_until(self, predicate: Callable[[SimulatorStats], bool]) -> None:
-        """Wait until ``predicate(stats)`` holds (checked on change); bound it with ``asyncio.timeout``."""
-        while not predicate(self):
-            await self._changed.wait()
-
-    def reset(self) -> None:
-        """Zero the finished-request counters (``in_flight`` and ``waiting`` stay true)."""
-        self.requests = self.completed = self.cancelled = self.rejected = self.errors = 0
-        self.touch()
 
 
 class Busy(Exception):
@@ -220,8 +207,7 @@ def make_simulator_app(config: SimulatorConfig | None = None) -> web.Application
             web.post("/api/show", _show),
             web.post("/api/chat", _chat),
             web.post("/api/embed", _embed),
-            web.get("/_sim/stats", _stats),
-            web.post("/_sim/reset", _reset),
+            *counter_routes(lambda app: app[SIMULATOR].stats),
         ]
     )
     return app
@@ -233,24 +219,14 @@ async def start_simulator(host: str = "127.0.0.1", port: int = 0, **config: Any)
     ``config`` are :class:`SimulatorConfig` fields. Stop it with ``await runner.cleanup()``; its state is
     ``runner.app[SIMULATOR]``.
     """
-    app = make_simulator_app(SimulatorConfig(**config))
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound_port = runner.addresses[0][1]
-    return runner, f"http://{host}:{bound_port}"
+    return await start_app(make_simulator_app(SimulatorConfig(**config)), host, port)
 
 
 # handlers --------------------------------------------------------------------------------------------------
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", charset="utf-8")
-
-
 def _error(message: str, status: int) -> web.Response:
-    return _json({"error": message}, status)
+    return json_response({"error": message}, status)
 
 
 async def _root(request: web.Request) -> web.Response:
@@ -258,20 +234,11 @@ async def _root(request: web.Request) -> web.Response:
 
 
 async def _version(request: web.Request) -> web.Response:
-    return _json({"version": request.app[SIMULATOR].config.version})
+    return json_response({"version": request.app[SIMULATOR].config.version})
 
 
 async def _tags(request: web.Request) -> web.Response:
-    return _json({"models": [model.tag() for model in request.app[SIMULATOR].models.values()]})
-
-
-async def _stats(request: web.Request) -> web.Response:
-    return _json(request.app[SIMULATOR].stats.snapshot())
-
-
-async def _reset(request: web.Request) -> web.Response:
-    request.app[SIMULATOR].stats.reset()
-    return _json(request.app[SIMULATOR].stats.snapshot())
+    return json_response({"models": [model.tag() for model in request.app[SIMULATOR].models.values()]})
 
 
 async def _show(request: web.Request) -> web.Response:
@@ -286,7 +253,7 @@ async def _show(request: web.Request) -> web.Response:
     info[f"{model.family}.context_length"] = 8192 if model.is_embedding else 131072
     if model.embedding_length:
         info[f"{model.family}.embedding_length"] = model.embedding_length
-    return _json(
+    return json_response(
         {
             "modelfile": f"FROM {model.name}\n",
             "parameters": "",
@@ -309,26 +276,6 @@ async def _read_body(request: web.Request) -> dict[str, Any] | web.Response:
     return body
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # tolerate OpenAI-style parts
-        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""
-
-
-def _prompt_tokens(messages: Sequence[Any]) -> int:
-    chars = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
-    return math.ceil(chars / 4) + 4 * len(messages) + 1
-
-
-def _reply(prompt: str, count: int) -> list[str]:
-    seed = zlib.crc32(prompt.encode())
-    words = ["Hello"] + [" " + VOCAB[(seed + i * 7919) % len(VOCAB)] for i in range(1, count)]
-    words[-1] += "."
-    return words
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -348,10 +295,8 @@ class _Plan:
 
 def _plan(sim: Simulator, model: SimModel, body: Mapping[str, Any]) -> _Plan:
     messages = [m for m in body.get("messages") or () if isinstance(m, dict)]
-    last_user = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-    count_hook = TOKENS_HOOK.search(last_user)
-    count = max(1, int(count_hook.group(1))) if count_hook else sim.config.reply_tokens
-    tokens = _reply(last_user, count)
+    last_user = last_user_text(messages)
+    tokens = reply_words(last_user, requested_tokens(last_user, sim.config.reply_tokens), VOCAB)
     thinking = ["Let", " me", " think."] if body.get("think") and "thinking" in model.capabilities else []
     tool_calls: list[dict[str, Any]] = []
     tools = body.get("tools") or []
@@ -372,7 +317,7 @@ def _plan(sim: Simulator, model: SimModel, body: Mapping[str, Any]) -> _Plan:
         thinking=thinking,
         tool_calls=tool_calls,
         done_reason=done_reason,
-        prompt_eval_count=_prompt_tokens(messages),
+        prompt_eval_count=prompt_tokens(messages),
         midstream_error="__sim_midstream_error__" in last_user,
     )
 
@@ -392,7 +337,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         return _error(f'"{model.name}" does not support chat', 400)
     plan = _plan(sim, model, body)
     messages = body.get("messages") or []
-    if any("__sim_http_500__" in _text(m.get("content")) for m in messages if isinstance(m, dict)):
+    if any("__sim_http_500__" in message_text(m.get("content")) for m in messages if isinstance(m, dict)):
         sim.stats.errors += 1
         return _error("simulated internal server error (__sim_http_500__)", 500)
     stream = body.get("stream", True) is not False
@@ -411,20 +356,11 @@ async def _serve(request: web.Request, sim: Simulator, model: SimModel, work: Ca
         sim.stats.cancelled += 1
         sim.stats.touch()
         raise
-    sim.stats.in_flight += 1
-    sim.stats.touch()
     try:
-        response: web.StreamResponse = await work()
-    except (asyncio.CancelledError, ConnectionError):
-        sim.stats.cancelled += 1
-        raise
-    else:
-        sim.stats.completed += 1
-        return response
+        response: web.StreamResponse = await sim.stats.track(work)
     finally:
-        sim.stats.in_flight -= 1
         slots.release()
-        sim.stats.touch()
+    return response
 
 
 def _final(plan: _Plan, started: int, first: int, message: dict[str, Any]) -> dict[str, Any]:
@@ -461,7 +397,7 @@ async def _whole(sim: Simulator, plan: _Plan) -> web.Response:
         message["thinking"] = "".join(plan.thinking)
     if plan.tool_calls:
         message["tool_calls"] = plan.tool_calls
-    return _json(_final(plan, started, first, message))
+    return json_response(_final(plan, started, first, message))
 
 
 def _pieces(plan: _Plan) -> list[dict[str, Any]]:
@@ -484,17 +420,7 @@ async def _stream(request: web.Request, sim: Simulator, plan: _Plan) -> web.Stre
     pieces = _pieces(plan)
     if plan.midstream_error:
         pieces = pieces[:2]
-    interval = 1 / config.tokens_per_second if config.tokens_per_second else 0.0
-    if not interval:
-        stamp = _now()
-        lines = [orjson.dumps({"model": name, "created_at": stamp, "message": m, "done": False}) for m in pieces]
-        await response.write(b"\n".join([*lines, b""]))
-    else:
-        for index, message in enumerate(pieces):
-            if index:
-                await asyncio.sleep(interval)
-            line = {"model": name, "created_at": _now(), "message": message, "done": False}
-            await response.write(orjson.dumps(line) + b"\n")
+    await write_paced(response, _lines(name, pieces), config.tokens_per_second)
     if plan.midstream_error:
         sim.stats.errors += 1
         await response.write(orjson.dumps({"error": MIDSTREAM_ERROR}) + b"\n")
@@ -505,11 +431,10 @@ async def _stream(request: web.Request, sim: Simulator, plan: _Plan) -> web.Stre
     return response
 
 
-def _vector(model: SimModel, text: str, dimensions: int) -> list[float]:
-    rng = random.Random(zlib.crc32(f"{model.name}\0{text}".encode()))
-    values = [rng.uniform(-1.0, 1.0) for _ in range(dimensions)]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return [v / norm for v in values]
+def _lines(name: str, pieces: list[dict[str, Any]]) -> Iterator[bytes]:
+    """One NDJSON line a piece, stamped as it is sent."""
+    for message in pieces:
+        yield orjson.dumps({"model": name, "created_at": _now(), "message": message, "done": False}) + b"\n"
 
 
 async def _embed(request: web.Request) -> web.StreamResponse:
@@ -535,8 +460,8 @@ async def _embed(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter_ns()
         if sim.config.first_token_ms:
             await asyncio.sleep(sim.config.first_token_ms / 1000)
-        vectors = [_vector(model, text, dimensions) for text in inputs]
-        return _json(
+        vectors = [unit_vector(f"{model.name}\0{text}", dimensions) for text in inputs]
+        return json_response(
             {
                 "model": model.name,
                 "embeddings": vectors,
@@ -586,14 +511,7 @@ def simulator_command(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"Ollama simulator on http://{host}:{port} serving {', '.join(config.models)}")
-    web.run_app(
-        make_simulator_app(config),
-        host=host,
-        port=port,
-        handler_cancellation=True,
-        access_log=None,
-        print=None,
-    )
+    run_app(make_simulator_app(config), host, port)
 
 
 if __name__ == "__main__":

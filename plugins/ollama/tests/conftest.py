@@ -6,11 +6,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
 from ollama_helpers import FAKE_URL
 from resayil_ollama.backend import OllamaBackend
 from resayil_ollama.settings import OllamaSettings
 from resayil_ollama.simulator import SIMULATOR, Simulator, start_simulator
+
+from resayil_gateway.testing import RunningServer, running_servers, started_each
+
+SimulatorFactory = Callable[..., Awaitable[RunningServer[Simulator]]]
+BackendFactory = Callable[..., Awaitable[OllamaBackend]]
 
 
 @pytest.fixture(autouse=True)
@@ -19,53 +23,24 @@ def _mock_http_works(aioresponses_compat: None) -> None:
 
 
 @pytest.fixture
-async def backend() -> AsyncIterator[OllamaBackend]:
-    """An OllamaBackend started against a fake address (mock it with aioresponses), without discovery."""
-    instance = OllamaBackend(OllamaSettings(url=FAKE_URL, discover=False))
-    await instance.start()
-    yield instance
-    await instance.close()
-
-
-class RunningSimulator:
-    """A simulator on a real socket: its base URL and its state."""
-
-    def __init__(self, runner: web.AppRunner, url: str) -> None:
-        self.runner = runner
-        self.url = url
-        self.state: Simulator = runner.app[SIMULATOR]
-
-
-SimulatorFactory = Callable[..., Awaitable[RunningSimulator]]
-BackendFactory = Callable[..., Awaitable[OllamaBackend]]
-
-
-@pytest.fixture
 async def simulator() -> AsyncIterator[SimulatorFactory]:
     """Start simulators with ``await simulator(**config)``; all are stopped after the test."""
-    runners: list[web.AppRunner] = []
+    async with running_servers(start_simulator, SIMULATOR) as start:
+        yield start
 
-    async def start(**config: Any) -> RunningSimulator:
-        runner, url = await start_simulator(**config)
-        runners.append(runner)
-        return RunningSimulator(runner, url)
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+def _backend(url: str, **settings: Any) -> OllamaBackend:
+    return OllamaBackend(OllamaSettings(url=url, **{"discover": False, **settings}))
 
 
 @pytest.fixture
 async def backend_for() -> AsyncIterator[BackendFactory]:
     """Start backends with ``await backend_for(url, **settings)``; all are closed after the test."""
-    backends: list[OllamaBackend] = []
+    async with started_each(_backend) as start:
+        yield start
 
-    async def start(url: str, **settings: Any) -> OllamaBackend:
-        instance = OllamaBackend(OllamaSettings(url=url, **{"discover": False, **settings}))
-        await instance.start()
-        backends.append(instance)
-        return instance
 
-    yield start
-    for instance in backends:
-        await instance.close()
+@pytest.fixture
+async def backend(backend_for: BackendFactory) -> OllamaBackend:
+    """An OllamaBackend started against a fake address (mock it with aioresponses), without discovery."""
+    return await backend_for(FAKE_URL)

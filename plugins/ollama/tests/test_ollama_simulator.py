@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
-import sys
 
 import aiohttp
 import orjson
@@ -16,6 +14,7 @@ from resayil_ollama.simulator import BUSY_ERROR, SimulatorConfig, simulator_comm
 
 from resayil_gateway.domain import EmbeddingRequest
 from resayil_gateway.errors import UpstreamModelNotFound, UpstreamTimeout, UpstreamUnavailable
+from resayil_gateway.testing import module_server, pooled_connections
 
 HI = {"role": "user", "content": "hi"}
 
@@ -284,17 +283,6 @@ async def test_stalled_stream_is_upstream_timeout(simulator, backend_for):
     assert received == ["Hello"]
 
 
-async def test_refused_connection_is_upstream_unavailable_without_the_address(backend_for):
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    backend = await backend_for(f"http://127.0.0.1:{port}")
-    with pytest.raises(UpstreamUnavailable) as caught:
-        await backend.chat(chat_request(), "llama3.2:3b")
-    assert str(port) not in caught.value.message
-    assert await backend.ready() is False
-
-
 # running it ---------------------------------------------------------------------------------------------------
 
 
@@ -314,26 +302,12 @@ def test_command_line_lists_its_options():
 
 
 async def test_python_dash_m_serves_ollamas_api():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    args = ["-m", "resayil_ollama.simulator", "--port", str(port), "--models", "tiny:1b"]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    try:
-        async with asyncio.timeout(10), aiohttp.ClientSession() as session:
-            while True:
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/api/tags") as resp:
-                        names = [m["name"] for m in (await resp.json())["models"]]
-                        break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
-    finally:
-        process.terminate()
-        async with asyncio.timeout(5):
-            await process.wait()
+    async with (
+        module_server("resayil_ollama.simulator", "--models", "tiny:1b") as url,
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/api/tags") as resp,
+    ):
+        names = [m["name"] for m in (await resp.json())["models"]]
     assert names == ["tiny:1b"]
 
 
@@ -347,7 +321,6 @@ async def test_stopping_at_finish_reason_keeps_the_upstream_connection_for_reuse
             if delta.finish_reason is not None:
                 break
         await stream.aclose()
-        connector = backend._session.connector
-        connections |= {id(proto) for conns in connector._conns.values() for proto, _ in conns}
+        connections |= pooled_connections(backend._session)
     assert len(connections) == 1
     assert sim.state.stats.snapshot()["cancelled"] == 0

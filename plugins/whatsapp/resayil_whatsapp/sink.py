@@ -36,6 +36,8 @@ import click
 import orjson
 from aiohttp import web
 
+from resayil_gateway.simulators import Changes, json_response, run_app, start_app
+
 Api = Literal["resayil", "meta"]
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 META_TO = re.compile(r"^\+?[1-9][0-9]{6,14}$")
@@ -101,7 +103,7 @@ class Sink:
         self.requests = 0
         self.failed = 0
         self._failures: deque[Failure] = deque()
-        self._changed = asyncio.Event()
+        self._changes = Changes()
         self._released = asyncio.Event()
         self.fail_next(fail_next, fail_status, timeout=fail_timeout, retry_after=retry_after)
 
@@ -161,9 +163,7 @@ class Sink:
         def done() -> bool:
             return len(self.messages) >= condition if isinstance(condition, int) else condition(self.messages)
 
-        while not done():
-            changed = self._changed
-            await changed.wait()
+        await self._changes.wait_until(done)
         return list(self.messages)
 
     async def hang(self) -> None:
@@ -179,8 +179,7 @@ class Sink:
         self._released.set()
 
     def _touch(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.touch()
 
 
 SINK = web.AppKey("whatsapp_sink", Sink)
@@ -216,20 +215,10 @@ async def start_sink(host: str = "127.0.0.1", port: int = 0, **config: Any) -> t
     ``config`` are :class:`Sink` arguments (``token``, ``fail_next``, ``fail_status``, ``fail_timeout``,
     ``retry_after``, ``hang_s``). Stop it with ``await runner.cleanup()``; its state is ``runner.app[SINK]``.
     """
-    runner = web.AppRunner(make_sink_app(Sink(**config)), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return runner, f"http://{host}:{runner.addresses[0][1]}"
+    return await start_app(make_sink_app(Sink(**config)), host, port)
 
 
 # provider endpoints -----------------------------------------------------------------------------------------
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, headers=headers, content_type="application/json", charset="utf-8"
-    )
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -245,12 +234,14 @@ async def _injected(sink: Sink, api: Api) -> web.Response | None:
         return None
     if failure.status is None:
         await sink.hang()
-        return _json({"status": 504, "message": "Simulated timeout (whatsapp sink)"}, 504)
+        return json_response({"status": 504, "message": "Simulated timeout (whatsapp sink)"}, 504)
     headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after is not None else None
     if api == "meta":
         code = META_CODE_FOR_STATUS.get(failure.status, 2 if failure.status >= 500 else 100)
-        return _json(_meta_error(code, "Simulated failure (whatsapp sink)"), failure.status, headers)
-    return _json({"status": failure.status, "message": "Simulated failure (whatsapp sink)"}, failure.status, headers)
+        return json_response(_meta_error(code, "Simulated failure (whatsapp sink)"), failure.status, headers)
+    return json_response(
+        {"status": failure.status, "message": "Simulated failure (whatsapp sink)"}, failure.status, headers
+    )
 
 
 async def _resayil_send(request: web.Request) -> web.Response:
@@ -259,18 +250,18 @@ async def _resayil_send(request: web.Request) -> web.Response:
     if (failed := await _injected(sink, "resayil")) is not None:
         return failed
     if not sink.accepts(request.headers.get("Token")):
-        return _json({"status": 401, "message": "Invalid or missing API token"}, 401)
+        return json_response({"status": 401, "message": "Invalid or missing API token"}, 401)
     body = await _read_json(request)
     if not isinstance(body, dict):
-        return _json({"status": 400, "message": "Invalid JSON body"}, 400)
+        return json_response({"status": 400, "message": "Invalid JSON body"}, 400)
     phone, text = body.get("phone"), body.get("message")
     if not isinstance(phone, str) or not E164.match(phone):
-        return _json({"status": 400, "message": RESAYIL_PHONE_ERROR.format(phone=phone)}, 400)
+        return json_response({"status": 400, "message": RESAYIL_PHONE_ERROR.format(phone=phone)}, 400)
     if not isinstance(text, str) or not text.strip():
-        return _json({"status": 400, "message": "message: must be a non-empty string"}, 400)
+        return json_response({"status": 400, "message": "message: must be a non-empty string"}, 400)
     message = sink.record("resayil", phone, text)
     created = message.received_at.isoformat()
-    return _json(
+    return json_response(
         {
             "id": message.id,
             "waId": phone.removeprefix("+"),
@@ -288,7 +279,7 @@ async def _resayil_send(request: web.Request) -> web.Response:
 async def _resayil_lookup(request: web.Request) -> web.Response:
     sink = request.app[SINK]
     if not sink.accepts(request.headers.get("Token")):
-        return _json({"status": 401, "message": "Invalid or missing API token"}, 401)
+        return json_response({"status": 401, "message": "Invalid or missing API token"}, 401)
     items = [
         {
             "message_id": m.id,
@@ -303,7 +294,7 @@ async def _resayil_lookup(request: web.Request) -> web.Response:
         for m in sink.for_phone(request.query.get("phone"))
         if m.api == "resayil"
     ]
-    return _json(items)
+    return json_response(items)
 
 
 def _meta_error(code: int, message: str, details: str = "") -> dict[str, Any]:
@@ -325,19 +316,19 @@ async def _meta_send(request: web.Request) -> web.Response:
         return failed
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if not sink.accepts(token if scheme == "Bearer" else None):
-        return _json(_meta_error(190, "Invalid OAuth access token - Cannot parse access token"), 401)
+        return json_response(_meta_error(190, "Invalid OAuth access token - Cannot parse access token"), 401)
     body = await _read_json(request)
     if not isinstance(body, dict) or body.get("messaging_product") != "whatsapp":
-        return _json(_meta_error(100, "Invalid parameter", "messaging_product must be 'whatsapp'"), 400)
+        return json_response(_meta_error(100, "Invalid parameter", "messaging_product must be 'whatsapp'"), 400)
     to = body.get("to")
     if not isinstance(to, str) or not META_TO.match(to):
-        return _json(_meta_error(100, "Invalid parameter", f"Invalid 'to' parameter: {to!r}"), 400)
+        return json_response(_meta_error(100, "Invalid parameter", f"Invalid 'to' parameter: {to!r}"), 400)
     read = _meta_text(body)
     if isinstance(read, web.Response):
         return read
     text, template, language = read
     message = sink.record("meta", "+" + to.removeprefix("+"), text, template, language)
-    return _json(
+    return json_response(
         {
             "messaging_product": "whatsapp",
             "contacts": [{"input": to, "wa_id": to.removeprefix("+")}],
@@ -352,15 +343,15 @@ def _meta_text(body: dict[str, Any]) -> tuple[str, str | None, str | None] | web
     if kind == "text":
         text = body.get("text", {}).get("body") if isinstance(body.get("text"), dict) else None
         if not isinstance(text, str) or not text.strip():
-            return _json(_meta_error(100, "Invalid parameter", "text.body is required"), 400)
+            return json_response(_meta_error(100, "Invalid parameter", "text.body is required"), 400)
         return text, None, None
     if kind == "template":
         template = body.get("template")
         if not isinstance(template, dict) or not template.get("name"):
-            return _json(_meta_error(100, "Invalid parameter", "template.name is required"), 400)
+            return json_response(_meta_error(100, "Invalid parameter", "template.name is required"), 400)
         language = template.get("language", {}).get("code") if isinstance(template.get("language"), dict) else None
         if not isinstance(language, str) or not language:
-            return _json(_meta_error(100, "Invalid parameter", "template.language.code is required"), 400)
+            return json_response(_meta_error(100, "Invalid parameter", "template.language.code is required"), 400)
         parameters = [
             str(parameter.get("text", ""))
             for component in template.get("components") or []
@@ -370,38 +361,40 @@ def _meta_text(body: dict[str, Any]) -> tuple[str, str | None, str | None] | web
         ]
         if any("\n" in value or "\t" in value or "     " in value for value in parameters):
             details = "Param text cannot have new-line/tab characters or more than 4 consecutive spaces"
-            return _json(_meta_error(132018, "There was an issue with the parameters in your template.", details), 400)
+            return json_response(
+                _meta_error(132018, "There was an issue with the parameters in your template.", details), 400
+            )
         return "\n".join(parameters), str(template["name"]), language
-    return _json(_meta_error(131051, "Unsupported message type", f"type {kind!r} is not supported"), 400)
+    return json_response(_meta_error(131051, "Unsupported message type", f"type {kind!r} is not supported"), 400)
 
 
 # control API and page ---------------------------------------------------------------------------------------
 
 
 async def _list(request: web.Request) -> web.Response:
-    return _json([message.to_json() for message in request.app[SINK].for_phone(request.query.get("phone"))])
+    return json_response([message.to_json() for message in request.app[SINK].for_phone(request.query.get("phone"))])
 
 
 async def _clear(request: web.Request) -> web.Response:
     cleared = request.app[SINK].clear()
     if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
         raise web.HTTPSeeOther("/")
-    return _json({"cleared": cleared})
+    return json_response({"cleared": cleared})
 
 
 async def _fail(request: web.Request) -> web.Response:
     sink = request.app[SINK]
     body = await _read_json(request)
     if not isinstance(body, dict):
-        return _json({"error": "expected a JSON object"}, 400)
+        return json_response({"error": "expected a JSON object"}, 400)
     try:
         count = int(body.get("count", 1))
         status = int(body.get("status", 503))
         retry_after = float(body["retry_after"]) if body.get("retry_after") is not None else None
         sink.fail_next(count, status, timeout=bool(body.get("timeout", False)), retry_after=retry_after)
     except (TypeError, ValueError) as exc:
-        return _json({"error": str(exc)}, 400)
-    return _json({"pending_failures": sink.pending_failures})
+        return json_response({"error": str(exc)}, 400)
+    return json_response({"pending_failures": sink.pending_failures})
 
 
 PAGE_STYLE = """
@@ -490,7 +483,7 @@ def sink_command(host: str, port: int, token: str, fail_next: int, fail_status: 
         f"WhatsApp sink on http://{host}:{port}  (Resayil: POST /v1/messages, Meta: POST /vNN.N/<id>/messages); "
         f"messages at http://{host}:{port}/"
     )
-    web.run_app(make_sink_app(sink), host=host, port=port, handler_cancellation=True, access_log=None, print=None)
+    run_app(make_sink_app(sink), host, port)
 
 
 if __name__ == "__main__":

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import pytest
-from aiohttp import web
 from resayil_whatsapp.channel import WhatsAppChannel
 from resayil_whatsapp.settings import WhatsAppSettings
 from resayil_whatsapp.sink import SINK, Sink, start_sink
 
+from resayil_gateway.testing import RunningServer, running_servers, started_each
 
-class RunningSink:
-    """A sink on a real socket: its base URL and its state."""
-
-    def __init__(self, runner: web.AppRunner, url: str) -> None:
-        self.runner = runner
-        self.url = url
-        self.state: Sink = runner.app[SINK]
-
-
-SinkFactory = Callable[..., Awaitable[RunningSink]]
+SinkFactory = Callable[..., Awaitable[RunningServer[Sink]]]
 ChannelFactory = Callable[[WhatsAppSettings], Awaitable[WhatsAppChannel]]
 
 
@@ -33,29 +23,12 @@ def _mock_http_works(aioresponses_compat: None) -> None:
 @pytest.fixture
 async def sink() -> AsyncIterator[SinkFactory]:
     """Start sinks with ``await sink(**config)``; all are stopped after the test."""
-    runners: list[web.AppRunner] = []
-
-    async def start(**config: Any) -> RunningSink:
-        runner, url = await start_sink(**config)
-        runners.append(runner)
-        return RunningSink(runner, url)
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    async with running_servers(start_sink, SINK) as start:
+        yield start
 
 
 @pytest.fixture
 async def channel_for() -> AsyncIterator[ChannelFactory]:
     """Start channels with ``await channel_for(settings)``; all are closed after the test."""
-    channels: list[WhatsAppChannel] = []
-
-    async def start(settings: WhatsAppSettings) -> WhatsAppChannel:
-        channel = WhatsAppChannel(settings)
-        await channel.start()
-        channels.append(channel)
-        return channel
-
-    yield start
-    for channel in channels:
-        await channel.close()
+    async with started_each(WhatsAppChannel) as start:
+        yield start
