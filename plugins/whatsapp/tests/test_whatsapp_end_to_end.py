@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from resayil_whatsapp.channel import WhatsAppChannel
 from resayil_whatsapp.sink import Sink
 from sqlalchemy import func, select
+from whatsapp_helpers import EXTRA_ADMIN, SINK_TOKEN, sink_env
 
 from resayil_gateway.app import create_app
 from resayil_gateway.billing.payments import PaymentStatus
@@ -28,11 +28,9 @@ from resayil_gateway.store import Store
 from resayil_gateway.store.tables import outbox
 from resayil_gateway.testing import TEST_SECRET, FakeBackend, FakeBackendPlugin
 
-TOKEN = "sink-token-e2e-7Hq2"
 PUBLIC_URL = "https://api.resayil.example"
 TOP_UP = f"{PUBLIC_URL}/billing/top-up"
 ADMIN = "+96550000009"
-EXTRA_ADMIN = "+96599990000"  # whatsapp.admin_phones
 AMAL = "+96550000001"
 CEO = "+96550000002"
 PLAN_CREDITS = 20  # [plans.pro] credits: the warning is due below 4 (20 %)
@@ -51,16 +49,6 @@ SETTINGS: dict[str, Any] = {
     "notifications": {"poll_interval_s": 0.05},
 }
 WAIT_S = 15.0
-
-
-def whatsapp_env(sink_url: str) -> dict[str, str]:
-    """The deployment's WhatsApp configuration, as its environment gives it."""
-    return {
-        "RESAYIL_LOAD_PLUGINS": "whatsapp",
-        "RESAYIL_WHATSAPP__BASE_URL": sink_url,
-        "RESAYIL_WHATSAPP__TOKEN": TOKEN,
-        "RESAYIL_WHATSAPP__ADMIN_PHONES": f'["{EXTRA_ADMIN}"]',
-    }
 
 
 def bilingual(arabic: str, english: str) -> str:
@@ -146,7 +134,7 @@ class Deployment:
         """Run fail2ban's action (``examples/fail2ban/action.d/resayil-report.conf``) in its own process, with
         the deployment's configuration from its environment."""
         env = {name: value for name, value in os.environ.items() if not name.startswith("RESAYIL_")}
-        env.update(whatsapp_env(self.sink_url))
+        env.update(sink_env(self.sink_url))
         env.update(
             {
                 "RESAYIL_DATABASE_URL": self.stack_info.database_url,
@@ -169,19 +157,12 @@ class Deployment:
 
 
 @pytest.fixture
-async def deployment(make_gateway, aiohttp_client, clock, stack_info, sink) -> AsyncIterator[Deployment]:
-    running = await sink(token=TOKEN)
+async def deployment(gateway_to_sink, aiohttp_client, clock, stack_info, sink) -> AsyncIterator[Deployment]:
+    running = await sink(token=SINK_TOKEN)
     local = FakeBackend(model_names=("fake-small",))
     cloud = FakeBackend(name="cloud", kind="cloud", model_names=("cloud-big",))
     cloud.daily_request_budget = CLOUD_BUDGET  # type: ignore[attr-defined]
-    gateway = make_gateway(
-        clock=clock,
-        plugins=[FakeBackendPlugin(local, cloud)],
-        overrides=SETTINGS,
-        load_entrypoints=True,
-        env=whatsapp_env(running.url),
-    )
-    assert isinstance(gateway.channels["whatsapp"], WhatsAppChannel)  # the plugin, from its entry point
+    gateway = gateway_to_sink(running.url, plugins=[FakeBackendPlugin(local, cloud)], overrides=SETTINGS)
     client = await aiohttp_client(create_app(gateway))  # starts the channel and the delivery worker
     yield Deployment(gateway, client, running.state, running.url, stack_info, clock)
 
