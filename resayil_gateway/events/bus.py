@@ -82,13 +82,15 @@ class Events:
         key = event.key or f"{event.name}:{uuid.uuid4().hex}"
         return await self.outbox.add(conn, event.name, key, event.account_id, event.data, recipients)
 
-    def _daily(self, event: Event) -> Event:
-        """A crossing outside a transaction (the cloud budget's) is told once per local day; the day and the
-        percentage are filled in when the emitter left them out."""
+    def _completed(self, event: Event) -> Event:
+        """A crossing outside a transaction (the cloud budget's) gets the percentage its template needs when the
+        emitter left it out; one without a key is told once per local day (the day filled in when missing)."""
         data = dict(event.data)
-        data.setdefault("day", self.clock.local_date().date().isoformat())
         if "used" in data and "limit" in data and "percent" not in data:
             data["percent"] = (int(data["used"]) * 100) // max(1, int(data["limit"]))
+        if event.key is not None:
+            return replace(event, data=data)
+        data.setdefault("day", self.clock.local_date().date().isoformat())
         return replace(event, data=data, key=f"{event.name}:{data['day']}")
 
     async def emit(self, event: Event) -> None:
@@ -97,8 +99,7 @@ class Events:
         if event.name == "request.charged":
             self.credit_alerts.after_charge(event)
         elif event.name in NOTIFICATIONS:
-            if event.key is None:
-                event = self._daily(event)
+            event = self._completed(event)
             try:
                 async with self.store.begin() as conn:
                     await self.record(conn, event)

@@ -1,6 +1,7 @@
 """The delivery worker: claims due outbox rows, renders each message (Arabic then English) and hands it to the
 notification channel, then records the provider's answer. Transient failures are retried with exponential
-backoff and jitter up to ``notifications.max_attempts``; permanent ones fail at once; the error is kept.
+backoff and jitter (never sooner than the provider's ``Retry-After``) up to ``notifications.max_attempts``;
+permanent ones fail at once; the error is kept.
 
 It wakes at once when this process queues a message and polls otherwise (another process may have queued
 one). :func:`run_notifications` is the application's background loop that runs it, with the renewal
@@ -106,6 +107,9 @@ class DeliveryWorker:
             log.warning("outbox row %d (%s) failed after %d attempt(s): %s", row.id, row.event, row.attempts, error)
             return
         delay = backoff(row.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s)
+        hint = getattr(error, "retry_after", None)
+        if hint is not None:  # the provider said when (Retry-After): never sooner than that
+            delay = max(delay, float(hint))
         await outbox.mark_retry(row, channel, error.detail, self.clock.now() + timedelta(seconds=delay))
         self._count(channel, row.event, "retried")
 

@@ -13,7 +13,8 @@ accepted message and shows them:
 - ``GET /_sink/messages[?phone=…]``: the recorded messages as a JSON array, oldest first.
 - ``POST /_sink/clear`` or ``DELETE /_sink/messages``: forget them.
 - ``POST /_sink/fail`` ``{"count": N, "status": 503, "retry_after": 2}`` or ``{"count": N, "timeout": true}``: the
-  next N send requests fail with that status (and ``Retry-After``), or hang until the client gives up.
+  next N send requests fail with that status (and ``Retry-After``), or hang until the client gives up;
+  ``"after": M`` lets M requests through first.
 
 With no ``token`` configured any token is accepted. In a test: ``runner, url = await start_sink(token="t")``,
 ``sink = runner.app[SINK]``, ``await sink.wait_for(2)``, ``await runner.cleanup()``. From the command line:
@@ -102,31 +103,41 @@ class Sink:
         self.messages: list[SinkMessage] = []
         self.requests = 0
         self.failed = 0
-        self._failures: deque[Failure] = deque()
+        self.held = 0
+        self._failures: deque[Failure | None] = deque()
         self._changes = Changes()
         self._released = asyncio.Event()
         self.fail_next(fail_next, fail_status, timeout=fail_timeout, retry_after=retry_after)
 
     def fail_next(
-        self, count: int, status: int = 503, *, timeout: bool = False, retry_after: float | None = None
+        self,
+        count: int,
+        status: int = 503,
+        *,
+        timeout: bool = False,
+        retry_after: float | None = None,
+        after: int = 0,
     ) -> None:
-        """Make the next ``count`` send requests fail with ``status`` (4xx/5xx), or hang when ``timeout``."""
-        if count < 0 or not 400 <= status <= 599 or (retry_after is not None and retry_after < 0):
-            raise ValueError("count must be ≥ 0, status 400–599 and retry_after ≥ 0")
+        """Make the next ``count`` send requests fail with ``status`` (4xx/5xx), or hang when ``timeout``;
+        ``after`` lets that many requests through first (counted after the failures already planned)."""
+        if count < 0 or after < 0 or not 400 <= status <= 599 or (retry_after is not None and retry_after < 0):
+            raise ValueError("count and after must be ≥ 0, status 400–599 and retry_after ≥ 0")
         failure = Failure(None if timeout else status, retry_after)
-        self._failures.extend([failure] * count)
+        self._failures.extend([None] * after + [failure] * count)
 
     @property
     def pending_failures(self) -> int:
         """How many of the next send requests will fail."""
-        return len(self._failures)
+        return sum(1 for failure in self._failures if failure is not None)
 
     def next_failure(self) -> Failure | None:
         """The failure the current send request must answer with, if one is pending."""
         if not self._failures:
             return None
-        self.failed += 1
-        return self._failures.popleft()
+        failure = self._failures.popleft()
+        if failure is not None:
+            self.failed += 1
+        return failure
 
     def accepts(self, token: str | None) -> bool:
         """True when ``token`` is the configured one (any token when none is configured)."""
@@ -167,7 +178,10 @@ class Sink:
         return list(self.messages)
 
     async def hang(self) -> None:
-        """Hold a request until the client gives up, the sink stops, or ``hang_s`` passes."""
+        """Hold a request until the client gives up, the sink stops, or ``hang_s`` passes (``held`` counts the
+        requests held so far, and :meth:`wait_for` wakes when one starts)."""
+        self.held += 1
+        self._touch()
         try:
             async with asyncio.timeout(self.hang_s):
                 await self._released.wait()
@@ -391,7 +405,8 @@ async def _fail(request: web.Request) -> web.Response:
         count = int(body.get("count", 1))
         status = int(body.get("status", 503))
         retry_after = float(body["retry_after"]) if body.get("retry_after") is not None else None
-        sink.fail_next(count, status, timeout=bool(body.get("timeout", False)), retry_after=retry_after)
+        after = int(body.get("after", 0))
+        sink.fail_next(count, status, timeout=bool(body.get("timeout", False)), retry_after=retry_after, after=after)
     except (TypeError, ValueError) as exc:
         return json_response({"error": str(exc)}, 400)
     return json_response({"pending_failures": sink.pending_failures})

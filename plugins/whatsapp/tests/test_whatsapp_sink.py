@@ -129,6 +129,27 @@ async def test_timeout_on_demand_is_a_transient_failure_then_the_sink_recovers(s
     assert (await channel.send(message())).provider_id
 
 
+async def test_a_failure_planned_after_some_sends_lets_those_through_first(sink, channel_for):
+    running = await sink(hang_s=5)
+    channel = await channel_for(resayil_to(running.url, timeout_s=0.3))
+    status, body = await post_json(running.url + "/_sink/fail", {"count": 1, "status": 502, "after": 1})
+    assert (status, body) == (200, {"pending_failures": 1})
+    running.state.fail_next(1, timeout=True, after=1)
+    assert running.state.pending_failures == 2
+    await channel.send(message(text="first"))
+    with pytest.raises(TransientDeliveryError, match="HTTP 502"):
+        await channel.send(message(text="second"))
+    await channel.send(message(text="third"))
+    sending = asyncio.ensure_future(channel.send(message(text="fourth")))
+    async with asyncio.timeout(5):
+        await running.state.wait_for(lambda _: running.state.held == 1)  # the fourth is being held
+    with pytest.raises(TransientDeliveryError, match="no answer"):
+        await sending
+    await channel.send(message(text="fifth"))
+    assert [m.text for m in running.state.messages] == ["first", "third", "fifth"]
+    assert (running.state.requests, running.state.failed, running.state.pending_failures) == (5, 2, 0)
+
+
 async def test_timeout_through_the_control_api(sink, channel_for):
     running = await sink()
     channel = await channel_for(meta_to(running.url, timeout_s=0.3))

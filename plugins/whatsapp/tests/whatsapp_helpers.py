@@ -15,6 +15,8 @@ META_BASE = "https://graph.facebook.test"
 PHONE_NUMBER_ID = "106540352242922"
 META_URL = f"{META_BASE}/v24.0/{PHONE_NUMBER_ID}/messages"
 PHONE = "+96550000000"
+SINK_TOKEN = "sink-token-e2e-7Hq2"
+EXTRA_ADMIN = "+96599990000"  # whatsapp.admin_phones of the gateways that deliver to a sink
 BILINGUAL = "مرحباً بك في Resayil! رصيدك الحالي *100*.\n\nWelcome to Resayil! Your balance is *100* credits."
 
 
@@ -32,3 +34,16 @@ def meta_settings(**values: Any) -> WhatsAppSettings:
 def message(text: str = BILINGUAL, recipient: str = PHONE) -> Message:
     """A notification for one recipient."""
     return Message(recipient=recipient, text=text, event="welcome", key="welcome:1")
+
+
+def sink_env(sink_url: str, token: str = SINK_TOKEN, **settings: Any) -> dict[str, str]:
+    """A deployment's environment for the WhatsApp plugin alone (loaded from its entry point), delivering to the
+    sink at ``sink_url`` with ``EXTRA_ADMIN`` as an admin phone; ``settings`` are more ``[whatsapp]`` keys."""
+    env = {
+        "RESAYIL_LOAD_PLUGINS": "whatsapp",
+        "RESAYIL_WHATSAPP__BASE_URL": sink_url,
+        "RESAYIL_WHATSAPP__TOKEN": token,
+        "RESAYIL_WHATSAPP__ADMIN_PHONES": f'["{EXTRA_ADMIN}"]',
+    }
+    env.update({f"RESAYIL_WHATSAPP__{key.upper()}": str(value) for key, value in settings.items()})
+    return env
