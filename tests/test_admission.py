@@ -304,6 +304,7 @@ async def test_with_room_in_the_line_a_workers_next_request_takes_its_spare_slot
     async with admission.slot(BACKEND):
         pass
     assert len(trips) == 1  # the acquire; the slot stays as a spare
+    assert await admission.depth(BACKEND) == 0  # an idle spare is not a request: failover does not count it
     for _ in range(5):
         async with admission.slot(BACKEND):
             assert await workers.second.depth(BACKEND) == 1  # still one slot, counted by every worker
@@ -335,3 +336,28 @@ async def test_a_full_line_gets_the_slot_back_at_once_and_a_stale_depth_never_le
     assert not admission._spares.get(BACKEND)
     await admission.drain()
     assert await workers.second.depth(BACKEND) == 0
+
+
+async def test_a_request_waiting_on_another_worker_makes_every_worker_give_back_its_spares_at_once(
+    workers: Workers, monkeypatch: Any
+) -> None:
+    if isinstance(workers.first, LocalAdmission):
+        pytest.skip("no Redis in-process")
+    from resayil_gateway.routing import admission_redis
+
+    monkeypatch.setattr(admission_redis, "SPARE_S", 30.0)  # spares would otherwise stay half a minute
+    first, second = workers.first, workers.second
+    assert isinstance(first, RedisAdmission)
+    configure(workers, 8)
+    first.depth_max_age_s = 60
+    gate = asyncio.Event()
+    held = [occupy(first, gate) for _ in range(7)]
+    await until_depth(second, 7)
+    gate.set()
+    await asyncio.gather(*held)
+    assert len(first._spares[BACKEND]) == 7 and await second.depth(BACKEND) == 7
+    async with second.slot(BACKEND):  # the eighth slot: the line is full now
+        async with asyncio.timeout(5):
+            async with second.slot(BACKEND, timeout=5):  # waits: its queue.wait frees the spares
+                pass
+    assert not first._spares[BACKEND]

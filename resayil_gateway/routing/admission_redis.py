@@ -38,10 +38,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("resayil.admission")
 
 GRANT_TOPIC = "queue.grant"
+WAIT_TOPIC = "queue.wait"  # a request had to wait in a line: every worker gives back its spare slots there
 # How long the slot of a finished request stays with its worker for the worker's next request on the same
 # backend, when the line had room (nobody waiting) at the latest reply: under steady traffic a worker then
-# takes and gives back slots without a round trip to Redis. Idle spares go back after this.
-SPARE_S = 0.005
+# takes and gives back slots without a round trip to Redis. Idle spares go back after this. Only backends that
+# run at least SPARE_MIN_LIMIT requests at once keep spares: on a small line (a local model server running one
+# to four requests) an idle spare would hold a slot someone else needs and make the line look busier to
+# failover, and a round trip is nothing beside the seconds a model takes there.
+SPARE_S = 0.05
+SPARE_MIN_LIMIT = 8
 
 # KEYS: running, waiting, leases, sequence. ARGV: limit, lease_ms, channel, then the script's own.
 _PRELUDE = """
@@ -71,7 +76,7 @@ local function depth()
 end
 """
 
-# ARGV[4] ticket, ARGV[5] priority → {granted (1|0), depth}
+# ARGV[4] ticket, ARGV[5] priority, ARGV[6] backend → {granted (1|0), depth}
 _ACQUIRE = """
 promote()
 local ticket = ARGV[4]
@@ -82,6 +87,7 @@ end
 local order = redis.call('INCR', sequence)
 redis.call('ZADD', waiting, -tonumber(ARGV[5]) * 1099511627776 + order, ticket)
 redis.call('ZADD', leases, now + lease_ms, ticket)
+redis.call('PUBLISH', channel, 'admission|queue.wait|' .. ARGV[6])
 return {0, depth()}
 """
 
@@ -213,10 +219,12 @@ class RedisAdmission(Admission):
     def _has_room(self, backend: str) -> bool:
         """True when this worker's latest reply, fresh enough, showed the line below its limit (nobody waiting)."""
         seen = self._seen.get(backend)
+        limit = self.limits.get(backend, 1)
         return (
-            seen is not None
+            limit >= SPARE_MIN_LIMIT
+            and seen is not None
             and asyncio.get_running_loop().time() - seen[0] < self.depth_max_age_s
-            and seen[1] < self.limits.get(backend, 1)
+            and seen[1] < limit
         )
 
     def _give_back_spare(self, backend: str, ticket: str) -> None:
@@ -238,7 +246,7 @@ class RedisAdmission(Admission):
         # Registered before the script runs: a grant published before its reply is read is not missed.
         grant = self._grants[ticket] = loop.create_future()
         try:
-            granted, depth = await self._run(self._acquire, backend, ticket, priority)
+            granted, depth = await self._run(self._acquire, backend, ticket, priority, backend)
             self._saw(backend, depth)
             if granted:
                 return
@@ -263,7 +271,7 @@ class RedisAdmission(Admission):
             return True
         where = await self._run(self._poll, backend, ticket)
         if where == -1:  # our ticket's lease lapsed (a stalled loop): take a place again
-            granted, _ = await self._run(self._acquire, backend, ticket, priority)
+            granted, _ = await self._run(self._acquire, backend, ticket, priority, backend)
             return bool(granted)
         return bool(where == 1)
 
@@ -283,11 +291,18 @@ class RedisAdmission(Admission):
         except Exception:
             log.exception("could not give back queue ticket %s on %s; its lease will expire", ticket, backend)
 
-    def _on_broadcast(self, topic: str, ticket: str) -> None:
+    def _on_broadcast(self, topic: str, value: str) -> None:
         if topic == GRANT_TOPIC:
-            grant = self._grants.get(ticket)
+            grant = self._grants.get(value)
             if grant is not None and not grant.done():
                 grant.set_result(None)
+        elif topic == WAIT_TOPIC:
+            self._give_back_spares(value)
+
+    def _give_back_spares(self, backend: str) -> None:
+        spares = self._spares.get(backend)
+        while spares:
+            self._release_now(backend, spares.pop())
 
     # -- observing ----------------------------------------------------------------------------------------
 
@@ -297,13 +312,14 @@ class RedisAdmission(Admission):
     async def depth(self, backend: str) -> int:
         """Requests waiting for or running on ``backend`` in every worker: what this worker's latest script
         reply said if it is younger than ``depth_max_age_s`` (busy workers read it for free), otherwise one
-        round trip."""
+        round trip; this worker's idle spare slots are not counted."""
         seen = self._seen.get(backend)
         if seen is not None and asyncio.get_running_loop().time() - seen[0] < self.depth_max_age_s:
-            return seen[1]
-        depth = int(await self._run(self._depth, backend))
-        self._saw(backend, depth)
-        return depth
+            depth = seen[1]
+        else:
+            depth = int(await self._run(self._depth, backend))
+            self._saw(backend, depth)
+        return max(0, depth - len(self._spares.get(backend, ())))
 
     def running(self, backend: str) -> int:
         """Requests this process runs on ``backend`` now."""
@@ -333,9 +349,8 @@ class RedisAdmission(Admission):
     async def drain(self) -> None:
         """Give back the spare slots now and wait until every slot this process gave back is released in
         Redis."""
-        for backend, spares in self._spares.items():
-            while spares:
-                self._release_now(backend, spares.pop())
+        for backend in list(self._spares):
+            self._give_back_spares(backend)
         while self._releasing:
             await asyncio.gather(*list(self._releasing), return_exceptions=True)
 
