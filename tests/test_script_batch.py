@@ -143,3 +143,59 @@ async def test_a_hung_redis_is_a_503_to_retry_for_the_queue_and_the_cloud_budget
             assert refused.headers["Retry-After"]
     finally:
         await state.redis.aclose()
+
+
+async def test_calls_made_while_a_batch_is_in_flight_go_together_in_the_next(state, monkeypatch):
+    echo = fresh_script(state, "return ARGV[1]")
+    await state.scripts(echo, [], ["warm"])
+    sizes: list[int] = []
+    original = state.scripts._pipeline
+    first_sent, let_go = asyncio.Event(), asyncio.Event()
+
+    async def slow_first(calls: Any) -> Any:
+        sizes.append(len(calls))
+        if len(sizes) == 1:
+            first_sent.set()
+            await let_go.wait()
+        return await original(calls)
+
+    monkeypatch.setattr(state.scripts, "_pipeline", slow_first)
+    first = state.scripts(echo, [], ["first"])
+    await first_sent.wait()
+    later = [state.scripts(echo, [], [str(i)]) for i in range(5)]
+    await asyncio.sleep(0.01)
+    assert sizes == [1]  # nothing else is sent while the first batch is out
+    let_go.set()
+    assert await first == "first"
+    assert await asyncio.gather(*later) == [str(i) for i in range(5)]
+    assert sizes == [1, 5]
+
+
+async def test_a_batch_redis_never_answers_is_given_up_and_the_next_one_is_sent(state, monkeypatch):
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from resayil_gateway.state import script_batch
+
+    monkeypatch.setattr(script_batch, "SCRIPT_TIMEOUT_S", 0.1)
+    echo = fresh_script(state, "return ARGV[1]")
+    await state.scripts(echo, [], ["warm"])
+    original = state.scripts._pipeline
+    calls_seen = 0
+    first_sent = asyncio.Event()
+
+    async def hangs_once(calls: Any) -> Any:
+        nonlocal calls_seen
+        calls_seen += 1
+        if calls_seen == 1:
+            first_sent.set()
+            await asyncio.Event().wait()  # a Redis that never answers this one
+        return await original(calls)
+
+    monkeypatch.setattr(state.scripts, "_pipeline", hangs_once)
+    stuck = state.scripts(echo, [], ["stuck"])
+    await first_sent.wait()
+    after = state.scripts(echo, [], ["after"])
+    async with asyncio.timeout(2):
+        with pytest.raises(RedisTimeoutError):
+            await stuck
+        assert await after == "after"

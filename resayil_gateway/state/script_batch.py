@@ -4,9 +4,11 @@ Every API request runs two or three small Lua scripts (the rate limit, taking an
 Sent one by one, each costs a pooled connection, a write and a read: about 50 µs of the worker's CPU apiece
 in redis-py. Under load many requests reach a script in the same loop iteration, so :class:`ScriptBatch`
 queues the calls and sends whatever has gathered at the next iteration as one non-transactional pipeline:
-one connection, one write, one read for all of them. Replies arrive together, so the requests they wake tend
-to reach their next script together too. An idle worker sends a batch of one a single loop iteration later
-than it would have.
+one connection, one write, one read for all of them. One batch is in flight at a time: calls made meanwhile
+wait for its reply (a fraction of a millisecond) and then go together, so the busier the worker, the fuller
+each batch. An idle worker sends a batch of one a single loop iteration later than it would have. A batch
+unanswered for :data:`SCRIPT_TIMEOUT_S` is given up (its connection dropped), so a hung Redis never stalls
+the batches after it.
 
 A script unknown to the server (``NOSCRIPT`` after a restart or ``SCRIPT FLUSH``) is loaded and its calls
 re-sent; any other failure of the pipeline is raised to every caller of the batch, as the same redis-py
@@ -40,14 +42,16 @@ class ScriptBatch:
         self._client = client  # asked at each send: the state may replace its client when it restarts
         self._pending: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self._scheduled = False  # a send of the pending calls is scheduled for the next loop iteration
 
     def __call__(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> asyncio.Future[Any]:
         """Queue one call of ``script``; the returned future resolves to its reply (or raises its error)."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._send_pending)
         self._pending.append((script, keys, args, reply))
+        if not self._scheduled and not self._sending:
+            self._scheduled = True
+            loop.call_soon(self._send_pending)
         return reply
 
     async def run(
@@ -64,20 +68,34 @@ class ScriptBatch:
             raise RedisTimeoutError(f"Redis did not answer within {timeout_s:g} s") from exc
 
     def _send_pending(self) -> None:
+        self._scheduled = False
+        if self._sending or not self._pending:
+            return
         calls, self._pending = self._pending, []
         task = asyncio.ensure_future(self._send(calls))
         self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if self._pending and not self._scheduled:
+            # On the next iteration: the callers the replies just woke may add to this batch first.
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_pending)
 
     async def _send(self, calls: list[_Call]) -> None:
         try:
-            replies = await self._pipeline(calls)
-            unknown = [call for call, reply in zip(calls, replies, strict=True) if isinstance(reply, NoScriptError)]
-            if unknown:
-                for script in {call[0].script for call in unknown}:
-                    await self._client().script_load(script)
-                for call, reply in zip(unknown, await self._pipeline(unknown), strict=True):
-                    replies[calls.index(call)] = reply
+            try:
+                async with asyncio.timeout(SCRIPT_TIMEOUT_S):
+                    replies = await self._pipeline(calls)
+                    unknown = [c for c, reply in zip(calls, replies, strict=True) if isinstance(reply, NoScriptError)]
+                    if unknown:
+                        for script in {call[0].script for call in unknown}:
+                            await self._client().script_load(script)
+                        for call, reply in zip(unknown, await self._pipeline(unknown), strict=True):
+                            replies[calls.index(call)] = reply
+            except TimeoutError as exc:
+                raise RedisTimeoutError(f"Redis did not answer within {SCRIPT_TIMEOUT_S:g} s") from exc
         except BaseException as exc:
             for *_, future in calls:
                 if future.done():
@@ -104,6 +122,9 @@ class ScriptBatch:
             return list(await pipe.execute(raise_on_error=False))
 
     async def drain(self) -> None:
-        """Wait for the batches already sent."""
-        while self._sending:
-            await asyncio.gather(*list(self._sending), return_exceptions=True)
+        """Wait until every call made so far is answered (or has failed)."""
+        while self._sending or self._pending:
+            if self._sending:
+                await asyncio.gather(*list(self._sending), return_exceptions=True)
+            else:
+                self._send_pending()
