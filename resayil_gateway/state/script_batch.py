@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
@@ -116,6 +116,12 @@ class ScriptBatch:
                 future.set_result(reply)
 
     async def _pipeline(self, calls: Sequence[_Call]) -> list[Any]:
+        if len(calls) == 1:  # alone (an idle worker): a plain command costs less than a pipeline of one
+            script, keys, args, _ = calls[0]
+            try:
+                return [await self._client().evalsha(script.sha, len(keys), *keys, *args)]
+            except ResponseError as exc:  # the script's own error (or NOSCRIPT) is its caller's answer
+                return [exc]
         async with self._client().pipeline(transaction=False) as pipe:
             for script, keys, args, _ in calls:
                 pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
