@@ -6,7 +6,8 @@ Usage: ``python benchmarks/loadgen.py '<json spec>'`` with the spec
 
 Protocol on stdout/stdin, so the orchestrator can snapshot the other processes' CPU around exactly the
 measured window: it sends ``warmup`` requests, prints ``WARM``, waits for a line on stdin, then sends
-``requests`` requests from ``concurrency`` workers (each one request at a time, back to back) and prints one
+``requests`` requests from ``concurrency`` workers (each one request at a time, back to back, or with ``"rate"``
+set, the workers together sending that many requests per second: an open loop below saturation) and prints one
 JSON line: per-request latencies (request start → last byte), time to first byte, error count and kinds,
 data chunks received (``data:`` lines for SSE, NDJSON lines direct), wall time and its own CPU time.
 
@@ -90,13 +91,25 @@ class Runner:
         results: list[tuple[float, float, int, str | None]] = []
         remaining = count
 
-        async def worker() -> None:
+        workers = min(self.spec["concurrency"], count)
+        rate = self.spec.get("rate")  # requests per second in all (open loop), or None: back to back
+        interval = workers / rate if rate else 0.0
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        async def worker(index: int) -> None:
             nonlocal remaining
+            next_at = start + index * interval / workers  # the workers' sends spread evenly over an interval
             while remaining > 0:
+                if interval:
+                    delay = next_at - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    next_at += interval
                 remaining -= 1
                 results.append(await self.one(session))
 
-        await asyncio.gather(*(worker() for _ in range(min(self.spec["concurrency"], count))))
+        await asyncio.gather(*(worker(index) for index in range(workers)))
         return results
 
     async def run(self) -> dict[str, Any]:

@@ -72,6 +72,11 @@ FULL_COUNTS = {
 # c=1 too: there the box is not saturated, so the p50 difference is the rules' own latency (at c=16 the closed
 # loop saturates both cores and any CPU added shows up in p50 as queueing).
 RULES_OFF_SCENARIOS = {("fast", "json", 1), ("fast", "json", 16), ("fast", "stream", 16)}
+# The same c=16 at a fixed rate well below saturation (an open loop): there p50 shows the latency the rules add
+# rather than the queueing that any CPU added causes on a saturated box. Its p50 is what the rules' p50 floor
+# checks; their CPU floor is checked at full load.
+PACED_RATE = 300  # requests per second, about a quarter of what the gateway serves at c=16 on this box
+RATE_SCENARIOS = [("fast", "json", 16), ("fast", "stream", 16)]
 QUEUED_SLOTS = 16  # the "queued" gateway's backend slots: at c=64, three requests in four wait in the line
 QUEUED_SCENARIOS = {("paced", "json", 64), ("paced", "stream", 64)}
 FLOORS = {
@@ -317,7 +322,9 @@ class Bench:
 
     # -- one measurement
 
-    def measure(self, target: str, mode: str, concurrency: int, requests: int, warmup: int) -> dict[str, Any]:
+    def measure(
+        self, target: str, mode: str, concurrency: int, requests: int, warmup: int, rate: float | None = None
+    ) -> dict[str, Any]:
         assert self.gateway is not None and self.mock is not None
         spec = {
             "url": self.gateway_url if target == "gateway" else self.mock_url,
@@ -329,6 +336,7 @@ class Bench:
             "requests": requests,
             "concurrency": concurrency,
             "warmup": warmup,
+            "rate": rate,
         }
         gen = subprocess.Popen(
             [sys.executable, str(HERE / "loadgen.py"), json.dumps(spec)],
@@ -518,8 +526,15 @@ def rules_pairs(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[s
     for off in rows:
         if off.get("variant") != "rules off":
             continue
-        key = (off["backend"], off["mode"], off["concurrency"])
-        on = next((r for r in rows if "variant" not in r and (r["backend"], r["mode"], r["concurrency"]) == key), None)
+        key = (off["backend"], off["mode"], off["concurrency"], off.get("rate"))
+        on = next(
+            (
+                r
+                for r in rows
+                if "variant" not in r and (r["backend"], r["mode"], r["concurrency"], r.get("rate")) == key
+            ),
+            None,
+        )
         if on is not None:
             pairs.append((on, off))
     return pairs
@@ -541,7 +556,7 @@ def rules_table(rows: list[dict[str, Any]]) -> str:
         redis_on = on["raw_cpu_s"]["gateway"]["redis"] / on["requests"] * 1000
         redis_off = off["raw_cpu_s"]["gateway"]["redis"] / off["requests"] * 1000
         lines.append(
-            f"| {on['mode']} {on['backend']} c={on['concurrency']} "
+            f"| {on['scenario']} "
             f"| {off['gw_cpu_ms_per_req']:.3f} → {on['gw_cpu_ms_per_req']:.3f} "
             f"| {on['gw_cpu_ms_per_req'] - off['gw_cpu_ms_per_req']:+.3f} "
             f"| {off['p50_gw_ms']:.2f} → {on['p50_gw_ms']:.2f} | {on['p50_gw_ms'] - off['p50_gw_ms']:+.2f} "
@@ -577,9 +592,13 @@ def queued_table(rows: list[dict[str, Any]]) -> str:
 def add_marginal(rows: list[dict[str, Any]]) -> None:
     """Per-chunk CPU net of the per-request cost: (stream CPU/req − JSON CPU/req) ÷ chunks per stream,
     pairing each stream scenario with the JSON scenario of the same backend and concurrency."""
-    by_key = {(r["backend"], r["mode"], r["concurrency"], r.get("loop"), r.get("variant")): r for r in rows}
+
+    def key(r: dict[str, Any], mode: str) -> tuple[Any, ...]:
+        return (r["backend"], mode, r["concurrency"], r.get("loop"), r.get("variant"), r.get("rate"))
+
+    by_key = {key(r, r["mode"]): r for r in rows}
     for r in rows:
-        json_row = by_key.get((r["backend"], "json", r["concurrency"], r.get("loop"), r.get("variant")))
+        json_row = by_key.get(key(r, "json"))
         if r["mode"] == "stream" and json_row and r["chunks_per_req_gw"]:
             extra = r["gw_cpu_ms_per_req"] - json_row["gw_cpu_ms_per_req"]
             r["marginal_ms_per_chunk"] = extra / r["chunks_per_req_gw"]
@@ -591,25 +610,31 @@ def floors(rows: list[dict[str, Any]], hwm_mb: float, ledger_ok: bool) -> list[t
     ``[paced]`` tag and do not gate, because there the process sleeps ~100 ms between requests at c=1 and
     every request starts cold (see README: the same request costs ~3x the CPU after an idle gap)."""
     checks: list[tuple[str, bool, str]] = []
-    main_rows = [r for r in rows if "variant" not in r]
+    main_rows = [r for r in rows if "variant" not in r and "rate" not in r]
     for backend in ("fast", "paced"):
         tag = "" if backend == "fast" else "[paced, not gating] "
         checks += [
             (tag + name, ok, value)
             for name, ok, value in _speed_floors([r for r in main_rows if r["backend"] == backend])
         ]
-    for on, off in (pair for pair in rules_pairs(rows) if pair[0]["concurrency"] == 16):
-        cpu, p50 = on["gw_cpu_ms_per_req"] - off["gw_cpu_ms_per_req"], on["p50_gw_ms"] - off["p50_gw_ms"]
+    pairs = [pair for pair in rules_pairs(rows) if pair[0]["concurrency"] == 16]
+    for on, off in (pair for pair in pairs if "rate" not in pair[0]):  # CPU: at full load
+        cpu = on["gw_cpu_ms_per_req"] - off["gw_cpu_ms_per_req"]
         checks.append(
             (
-                f"traffic rules add ≤ {FLOORS['rules_cpu_ms_c16']} ms CPU per request ({on['mode']} fast c=16)",
+                f"traffic rules add ≤ {FLOORS['rules_cpu_ms_c16']} ms CPU per request ({on['scenario']})",
                 cpu <= FLOORS["rules_cpu_ms_c16"],
                 f"{cpu:+.3f} ms",
             )
         )
+    # p50: below saturation (at full load a closed loop turns any CPU added into queueing); at full load only
+    # when no open-loop pass ran
+    paced = [pair for pair in pairs if "rate" in pair[0]]
+    for on, off in paced or pairs:
+        p50 = on["p50_gw_ms"] - off["p50_gw_ms"]
         checks.append(
             (
-                f"traffic rules add ≤ {FLOORS['rules_p50_ms_c16']} ms p50 ({on['mode']} fast c=16)",
+                f"traffic rules add ≤ {FLOORS['rules_p50_ms_c16']} ms p50 ({on['scenario']})",
                 p50 <= FLOORS["rules_p50_ms_c16"],
                 f"{p50:+.2f} ms",
             )
@@ -667,6 +692,40 @@ def _speed_floors(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
                 )
             )
     return checks
+
+
+# ------------------------------------------------------------------------------------------ open-loop pass
+
+
+def rate_scenarios(bench: Bench, args: argparse.Namespace, scale: float, idle_ms_per_s: float) -> list[dict[str, Any]]:
+    """The RATE_SCENARIOS at PACED_RATE requests per second: direct, through the gateway, through the gateway
+    with the traffic rules off."""
+    rows = []
+    main_loop = next(iter(bench.gateways))
+    bench.set_backend(FAST)
+    for backend, mode, c in RATE_SCENARIOS:
+        if backend not in args.backends.split(",") or mode not in args.modes.split(","):
+            continue
+        n = max(int(PACED_RATE * 10 * scale), 100)  # ten seconds at full scale
+        warmup = max(min(n // 5, 300), 2 * c)
+        direct = bench.measure("direct", mode, c, n, warmup, rate=PACED_RATE)
+        for variant in (None, "rules off"):
+            bench.use(variant or main_loop)
+            gw = bench.measure("gateway", mode, c, n, warmup, rate=PACED_RATE)
+            row = summarize(direct, gw, backend, mode, c)
+            row["rate"] = PACED_RATE
+            row["scenario"] += f" @{PACED_RATE}/s"
+            if variant is not None:
+                row["variant"] = variant
+                row["scenario"] += f" [{variant}]"
+            row["gw_cpu_ms_per_req_net_idle"] = max(0.0, row["gw_cpu_ms_per_req"] - idle_ms_per_s * gw["wall_s"] / n)
+            rows.append(row)
+            log(
+                f"{row['scenario']:<18} n={n:<5} p50 {row['p50_direct_ms']:.2f}→{row['p50_gw_ms']:.2f} ms  "
+                f"gw CPU {row['gw_cpu_ms_per_req']:.3f} ms/req"
+            )
+    bench.use(main_loop)
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------- profile
@@ -914,6 +973,8 @@ def main() -> int:
                                 f"gw CPU {row['gw_cpu_ms_per_req']:.3f} ms/req  "
                                 f"rps {row['rps_direct']:.0f}/{row['rps_gw']:.0f}  RSS {row['rss_peak_mb']:.0f} MB"
                             )
+            if args.rules_off and "rules off" in bench.variants:
+                rows += rate_scenarios(bench, args, scale, idle_ms_per_s)
         if args.profile or args.profile_only:
             log("profiling the gateway (py-spy) under fast JSON c=16 …")
             profile_text = profile(bench, args.profile_requests, args.profile_rate)
