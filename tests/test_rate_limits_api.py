@@ -186,30 +186,3 @@ async def test_a_hung_redis_costs_a_request_at_most_redis_timeout_s(make_gateway
             writer.close()
         hung.close()
         await hung.wait_closed()
-
-
-async def test_the_count_overlaps_reading_and_routing_the_request_but_ends_before_the_hold(api):
-    """The limiter's answer is awaited only before the credit hold: here the limiter cannot answer until the
-    request has been routed, which would never happen if the count were awaited first."""
-    from resayil_gateway.hookspecs import hookimpl
-
-    routed = asyncio.Event()
-    limiter = api.gateway.limiter
-    original = limiter.acquire
-
-    async def after_routing(subject, limit):
-        await routed.wait()
-        return await original(subject, limit)
-
-    class Observer:
-        @hookimpl(tryfirst=True)
-        def choose_backend(self, caller, chat_request, model, gateway):
-            routed.set()
-            return None  # the default routing decides
-
-    limiter.acquire = after_routing
-    api.gateway.pm.register(Observer())
-    async with asyncio.timeout(5):
-        response = await api.post("/v1/chat/completions", json=chat_body(), headers=api.auth)
-    assert response.status == 200
-    assert limits_of(response) == ("10", "9", "1m0s")

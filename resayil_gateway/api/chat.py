@@ -31,7 +31,7 @@ from ..routing.failover import confirm_route, prefer_from_headers, route_after_r
 from ..web_keys import GATEWAY, MODEL, REQUEST_ID
 from .openai_format import DONE, ChunkEncoder, completion_body, embeddings_body, error_event
 from .parsing import parse_chat_request, parse_embedding_request, read_json
-from .rate_limits import enforce_rate_limit, rate_limit_checked, start_rate_limit
+from .rate_limits import enforce_rate_limit
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -47,17 +47,13 @@ SSE_HEADERS = {
 }
 
 
-async def authenticate(request: web.Request, gateway: Gateway, overlap: bool = False) -> Caller:
+async def authenticate(request: web.Request, gateway: Gateway) -> Caller:
     """The caller, from the first ``authenticate`` hook that answers (401 otherwise), counted against its
-    plan's rate limit (429 when over it). With ``overlap`` the count only starts here, and the caller awaits
-    :func:`rate_limit_checked` before the credit hold."""
+    plan's rate limit (429 when over it)."""
     caller = await first_result(gateway.pm.hook.authenticate, request=request, gateway=gateway)
     if caller is None:
         raise AuthenticationFailed("No credentials were accepted.")
-    if overlap:
-        start_rate_limit(request, gateway, caller)
-    else:
-        await enforce_rate_limit(request, gateway, caller)
+    await enforce_rate_limit(request, gateway, caller)
     return caller
 
 
@@ -104,7 +100,7 @@ def _route_headers(route: Route, headers: dict[str, str]) -> dict[str, str]:
 
 async def _caller_and_body(request: web.Request) -> tuple[Gateway, Caller, dict[str, Any]]:
     gateway = request.app[GATEWAY]
-    caller = await authenticate(request, gateway, overlap=True)
+    caller = await authenticate(request, gateway)
     prefer_from_headers(request.headers)
     return gateway, caller, await read_json(request, gateway.settings.gateway.max_body_bytes)
 
@@ -163,7 +159,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     model = await resolve_model(gateway, caller, chat.model)
     request[MODEL] = model.id
     route = await choose_route(gateway, caller, chat, model)
-    await rate_limit_checked(request)  # counted while the request was read and routed; nothing held yet
     meter = gateway.metering.meter(caller, model, route.backend.name, request[REQUEST_ID], "chat", chat.stream)
     await meter.reserve(chat.estimated_prompt_tokens(), chat.max_tokens)
     route = await _confirmed(gateway, meter, route)
@@ -316,7 +311,6 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     model = await resolve_model(gateway, caller, embed.model)
     request[MODEL] = model.id
     route = await choose_route(gateway, caller, embed, model)
-    await rate_limit_checked(request)
     meter = gateway.metering.meter(caller, model, route.backend.name, request[REQUEST_ID], "embeddings", False)
     await meter.reserve(embed.estimated_prompt_tokens(), 0)
     route = await _confirmed(gateway, meter, route)

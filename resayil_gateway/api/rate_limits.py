@@ -8,7 +8,6 @@ streams, 400, 402, 403, 404, 429, 5xx.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
     from ..gateway import Gateway
 
 RATE_LIMIT: web.RequestKey[Decision] = web.RequestKey("rate_limit", Decision)
-_PENDING: web.RequestKey[asyncio.Future[None]] = web.RequestKey("rate_limit_pending", asyncio.Future)
 
 
 async def enforce_rate_limit(request: web.Request, gateway: Gateway, caller: Caller) -> None:
@@ -40,33 +38,8 @@ async def enforce_rate_limit(request: web.Request, gateway: Gateway, caller: Cal
         )
 
 
-def start_rate_limit(request: web.Request, gateway: Gateway, caller: Caller) -> None:
-    """Start counting the request (as :func:`enforce_rate_limit`) while the handler goes on reading and routing
-    it: the Redis round trip overlaps that work instead of adding to it. The handler must call
-    :func:`rate_limit_checked` before it does anything that costs (the credit hold)."""
-    check = asyncio.ensure_future(enforce_rate_limit(request, gateway, caller))
-    check.add_done_callback(_retrieved)
-    request[_PENDING] = check
-
-
-def _retrieved(check: asyncio.Future[None]) -> None:
-    if not check.cancelled():
-        check.exception()  # retrieved here: an answer given before the check (e.g. a 400) raises nothing twice
-
-
-async def rate_limit_checked(request: web.Request) -> None:
-    """Wait for the count :func:`start_rate_limit` started; 429 (or the limiter's 503) when it refused."""
-    check = request.pop(_PENDING, None)
-    if check is not None:
-        await check
-
-
 async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: the ``x-ratelimit-*-requests`` headers of the request's decision, if any (an
-    answer given before a started count finished, e.g. a 400, waits for it so that it carries them too)."""
-    check = request.get(_PENDING)
-    if check is not None and not check.done():
-        await asyncio.wait([check])
+    """``on_response_prepare``: the ``x-ratelimit-*-requests`` headers of the request's decision, if any."""
     decision = request.get(RATE_LIMIT)
     if decision is not None:
         headers = response.headers
