@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, update
 
@@ -271,6 +271,17 @@ def both_stores(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=sequences)
+# Two plans expiring at one moment, the first account's balance row rewritten last: PostgreSQL's scan then met
+# the second account first, and the expiry rows were written in another order than on SQLite.
+@example(
+    steps=[
+        ("grant_plan", 0, 1, 1),
+        ("grant_plan", 1, 1, 1),
+        ("grant_plan", 0, 0, 1),
+        ("advance_and_expire", 0, 1, 0),
+        ("grant_topup", 1, 0, 0),
+    ]
+)
 def test_sqlite_and_postgresql_agree_on_every_random_sequence_of_ledger_operations(both_stores, steps):
     runner, sqlite, postgres = both_stores
     runner.run(_compare(sqlite, postgres, steps))

@@ -416,6 +416,9 @@ class Ledger:
         query = (
             select(balances.c.account_id)
             .where(balances.c.plan_credits > 0, balances.c.plan_expires_at <= now)
+            # The oldest periods first, then by account: the same order (and the same ledger rows) on every
+            # store, and no account starved when more than ``limit`` are due.
+            .order_by(balances.c.plan_expires_at, balances.c.account_id)
             .limit(limit)
         )
         async with self.store.connect() as conn:
