@@ -12,7 +12,6 @@ import html
 import json
 import re
 import secrets
-import socket
 from typing import Any
 
 import pytest
@@ -25,17 +24,11 @@ from yarl import URL
 from resayil_gateway.app import create_app
 from resayil_gateway.cli import build_cli
 from resayil_gateway.plugins import make_plugin_manager
-from resayil_gateway.testing import TEST_SECRET, FakeBackend, FakeBackendPlugin
+from resayil_gateway.testing import TEST_SECRET, FakeBackend, FakeBackendPlugin, free_port
 
 CSRF = re.compile(r"name=[\"']csrf_token[\"'] value=[\"']([^\"']+)[\"']")
 FORM_ACTION = re.compile(r'<form method="post" action="([^"]+)"')
 EMAIL, PASSWORD = "huda@example.com", "a-long-test-password"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

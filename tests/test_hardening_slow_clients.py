@@ -22,6 +22,7 @@ from resayil_gateway.testing import (
     FakeBackendPlugin,
     build_gateway,
     create_sqlite_template,
+    free_port,
     seed_account,
 )
 
@@ -136,7 +137,7 @@ def test_read_timeouts_are_settings_with_sensible_defaults():
 
 async def test_resayil_serve_enforces_the_configured_header_timeout(tmp_path):
     database = await create_sqlite_template(tmp_path / "resayil.db")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "RESAYIL_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
@@ -164,14 +165,6 @@ async def test_resayil_serve_enforces_the_configured_header_timeout(tmp_path):
         _, stderr = await asyncio.wait_for(server.communicate(), 15)
     assert server.returncode == 0, stderr.decode()
     assert b"closed a slow connection" in stderr
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _wait_for_port(port: int, timeout: float = 20) -> None:

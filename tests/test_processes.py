@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,18 +17,12 @@ from pathlib import Path
 import pytest
 
 from resayil_gateway import __version__
-from resayil_gateway.testing import TEST_SECRET
+from resayil_gateway.testing import TEST_SECRET, free_port
 
 BIN = Path(sys.executable).parent
 VERSION_BUDGET_S = 0.3  # the goal, on an idle machine
 VERSION_FAILS_ABOVE_S = 1.0  # the shared test box is noisy: fail only on a real regression
 IDLE_RSS_GOAL_KB = 80 * 1024  # the core's idle worker measures ~75.5 MiB on uvloop, ~74 MiB on asyncio
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ready(port: int) -> bool:
@@ -74,7 +67,7 @@ def test_importing_the_command_line_loads_no_database_driver_migrations_or_phone
 def idle_worker(tmp_path_factory):
     """``resayil serve`` on a fresh SQLite file, once /readyz answers (no request served yet)."""
     tmp_path = tmp_path_factory.mktemp("idle-worker")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESAYIL_")}
     # the core alone: every installed plugin distribution is disabled (each plugin's weight is its own)
     installed = {entry.name for entry in entry_points(group="resayil_gateway")}
@@ -149,6 +142,6 @@ def test_migrations_run_in_a_child_so_the_serving_process_never_loads_alembic(tm
 
 
 def test_a_failure_while_migrating_is_raised_in_the_serving_process_as_itself(tmp_path):
-    nothing_listens = f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/resayil"
+    nothing_listens = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/resayil"
     out = subprocess.run([sys.executable, "-c", PREPARE, nothing_listens], capture_output=True, text=True)
     assert out.stdout.strip() == "failed: the connection was refused", out.stderr

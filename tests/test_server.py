@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from resayil_gateway.testing import TEST_SECRET, build_gateway, seed_account
+from resayil_gateway.testing import TEST_SECRET, build_gateway, free_port, seed_account
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(port: int, path: str = "/healthz", timeout: float = 30) -> None:

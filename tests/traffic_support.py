@@ -46,6 +46,7 @@ from resayil_gateway.testing import (
     build_gateway,
     create_postgres_database,
     drop_postgres_database,
+    free_port,
     seed_account,
 )
 
@@ -59,13 +60,6 @@ DAILY_BUDGET = 5
 FAILOVER_DEPTH = 3
 QUEUE_LEASE_S = 2.0
 DEPTH_CACHE_S = 0.05  # a worker reuses a queue depth it read this recently (RedisAdmission.depth_max_age_s)
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15.0, every: float = 0.02) -> Any:

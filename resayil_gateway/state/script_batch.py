@@ -88,12 +88,13 @@ class ScriptBatch:
             try:
                 async with asyncio.timeout(SCRIPT_TIMEOUT_S):
                     replies = await self._pipeline(calls)
-                    unknown = [c for c, reply in zip(calls, replies, strict=True) if isinstance(reply, NoScriptError)]
+                    unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
                     if unknown:
-                        for script in {call[0].script for call in unknown}:
+                        for script in {calls[i][0].script for i in unknown}:
                             await self._client().script_load(script)
-                        for call, reply in zip(unknown, await self._pipeline(unknown), strict=True):
-                            replies[calls.index(call)] = reply
+                        again = await self._pipeline([calls[i] for i in unknown])
+                        for i, reply in zip(unknown, again, strict=True):
+                            replies[i] = reply
             except TimeoutError as exc:
                 raise RedisTimeoutError(f"Redis did not answer within {SCRIPT_TIMEOUT_S:g} s") from exc
         except BaseException as exc:
