@@ -22,6 +22,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError
 
 from .bootstrap import gateway_from_config
 from .clock import Clock
@@ -300,10 +301,26 @@ async def create_sqlite_template(path: Path) -> Path:
 
 
 async def truncate_all(store: Store) -> None:
-    """Empty every table (PostgreSQL), so each test starts from a clean, migrated schema."""
+    """Empty every table (PostgreSQL), so each test starts from a clean, migrated schema.
+
+    A connection an earlier test left open inside a transaction would make the TRUNCATE wait for ever (and
+    the whole run with it): after a few seconds the leftovers are named on stderr and ended, and it runs again.
+    """
     names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
-    async with store.begin() as conn:
-        await conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    for attempt in (1, 2):
+        try:
+            async with store.begin() as conn:
+                await conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+                await conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+            return
+        except DBAPIError as exc:
+            if attempt == 2 or "lock timeout" not in str(exc):
+                raise
+        async with store.begin() as conn:
+            others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            left = (await conn.exec_driver_sql(f"SELECT pid, state, left(query, 200) {others}")).all()
+            print(f"\ntruncate_all: ending connections an earlier test left open: {left}", file=sys.stderr)
+            await conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) {others}")
 
 
 async def _on_store(url: str, action: Callable[[Store], Awaitable[None]]) -> None:

@@ -60,3 +60,19 @@ async def test_a_key_is_read_from_the_store_once_while_the_channel_is_alive(
     for _ in range(3):
         assert (await client.get("/v1/models", headers=client.auth)).status == 200
     assert lookups == 1
+
+
+async def test_closing_ends_the_listener_between_reads_at_once_without_cancelling_it() -> None:
+    state = RedisState(REDIS_URL, uuid.uuid4().hex, "t" + uuid.uuid4().hex[:12])
+    try:
+        await asyncio.wait_for(state.start(), 5)
+    except Exception as exc:
+        await state.close()
+        pytest.skip(f"Redis at {REDIS_URL} is not reachable ({type(exc).__name__})")
+    listener = state._listener
+    assert listener is not None
+    await asyncio.sleep(0.05)  # the listener is waiting in a read (for up to a whole heartbeat)
+    started = time.monotonic()
+    await state.close()
+    assert time.monotonic() - started < state_module.HEARTBEAT_S / 2
+    assert listener.done() and not listener.cancelled()

@@ -23,6 +23,7 @@ log = logging.getLogger("resayil.state")
 
 Listener = Callable[[str, str], None]
 HEARTBEAT_S = 1.0  # how often the broadcast subscription proves itself alive
+CLOSE_WAIT_S = 5.0  # how long closing waits for the listener to stop before leaving it behind
 
 
 class SharedState(ABC):
@@ -109,6 +110,7 @@ class RedisState(SharedState):
     def __init__(self, url: str, instance: str, prefix: str = "resayil") -> None:
         super().__init__(prefix)
         self.channel = self.key("broadcast")
+        self._wake_channel = self.key("wake", instance)  # closing ends this worker's listener through it
         self.url = url
         self.instance = instance
         self.redis = redis_client(url)
@@ -119,6 +121,7 @@ class RedisState(SharedState):
         self._listener: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._alive_until = 0.0
+        self._closing = False
 
     @property
     def shared(self) -> bool:
@@ -127,6 +130,7 @@ class RedisState(SharedState):
 
     async def start(self) -> None:
         """Subscribe to the broadcast channel before serving, so no invalidation is missed."""
+        self._closing = False
         await self.redis.ping()
         self._listener = asyncio.create_task(self._listen(), name="resayil-broadcast-listener")
         await asyncio.wait_for(self._ready.wait(), 10)
@@ -137,10 +141,10 @@ class RedisState(SharedState):
         return time.monotonic() < self._alive_until
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closing:  # set by _stop_listener
             pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(self.channel, self._wake_channel)
                 self._ready.set()
                 await self._relay(pubsub)
             except asyncio.CancelledError:
@@ -157,7 +161,7 @@ class RedisState(SharedState):
         """Deliver broadcasts; a PING on the subscribed connection every heartbeat proves it alive (its PONG
         arrives as a message), so a silent network failure is noticed within two heartbeats."""
         next_ping = 0.0
-        while True:
+        while not self._closing:
             now = time.monotonic()
             if now >= next_ping:
                 await pubsub.ping()
@@ -169,7 +173,9 @@ class RedisState(SharedState):
             # different shape per protocol (a ``pong`` message on RESP2; on RESP3, redis-py's default since
             # 8.0, a plain "PONG" that redis-py hands over as a message of type "P"), so none is matched.
             self._alive_until = time.monotonic() + 2 * HEARTBEAT_S
-            if message.get("type") != "message" or message.get("data") == "ping":
+            if message.get("type") != "message" or message.get("channel") != self.channel:
+                continue
+            if message.get("data") == "ping":
                 continue
             sender, _, rest = str(message.get("data", "")).partition("|")
             topic, _, value = rest.partition("|")
@@ -184,13 +190,27 @@ class RedisState(SharedState):
         """Raise when Redis does not answer."""
         await self.redis.ping()
 
+    async def _stop_listener(self, listener: asyncio.Task[None]) -> None:
+        """End the listener between two reads: the flag, then a message on this worker's wake channel so it
+        sees the flag at once. Cancelling it inside redis-py's read is only the fallback (Redis unreachable or
+        hung), and every wait is bounded: a listener that does not stop must not hang shutdown."""
+        self._closing = True
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                await self.redis.publish(self._wake_channel, "")
+        # wait, not wait_for: waiting must not cancel it
+        await asyncio.wait([listener], timeout=2 * HEARTBEAT_S)
+        if not listener.done():
+            listener.cancel()
+            await asyncio.wait([listener], timeout=CLOSE_WAIT_S)
+        if not listener.done():
+            log.warning("the Redis broadcast listener did not stop within %g s; left behind", CLOSE_WAIT_S)
+
     async def close(self) -> None:
         """Stop the listener and close the connection pool."""
         await self.scripts.drain()
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+            await self._stop_listener(self._listener)
         await self.redis.aclose()
         # a fresh client (opening nothing) so the state can start again, on another event loop
         self.redis = redis_client(self.url)
