@@ -199,3 +199,35 @@ async def test_a_batch_redis_never_answers_is_given_up_and_the_next_one_is_sent(
         with pytest.raises(RedisTimeoutError):
             await stuck
         assert await after == "after"
+
+
+async def test_a_reply_that_comes_after_its_batch_was_given_up_is_never_read_by_the_next(state, monkeypatch):
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from resayil_gateway.state import script_batch
+
+    # Redis itself is busy past the timeout (a slow script), so the given-up reply does arrive, late.
+    slow = fresh_script(
+        state,
+        "local function now() local t = redis.call('TIME') return tonumber(t[1]) * 1e6 + tonumber(t[2]) end "
+        "local stop = now() + 500000 while now() < stop do end return 'late'",
+    )
+    echo = fresh_script(state, "return ARGV[1]")
+    await state.scripts(echo, [], ["warm"])
+    monkeypatch.setattr(script_batch, "SCRIPT_TIMEOUT_S", 0.2)
+    with pytest.raises(RedisTimeoutError):
+        await state.scripts.run(slow, [], [])
+    monkeypatch.setattr(script_batch, "SCRIPT_TIMEOUT_S", 5.0)
+    assert await asyncio.gather(*(state.scripts(echo, [], [str(i)]) for i in range(3))) == ["0", "1", "2"]
+    assert await state.scripts(echo, [], ["next"]) == "next"
+
+
+async def test_a_connection_the_server_closed_between_batches_is_replaced_without_an_error(state):
+    echo = fresh_script(state, "return ARGV[1]")
+    assert await state.scripts(echo, [], ["first"]) == "first"
+    held = state.scripts._held
+    assert held is not None
+    host, port = held[1]._writer.get_extra_info("sockname")[:2]
+    assert await state.redis.client_kill_filter(_type=None, addr=f"{host}:{port}") == 1  # as a Redis restart would
+    await asyncio.sleep(0.05)
+    assert await state.scripts(echo, [], ["again"]) == "again"

@@ -10,6 +10,13 @@ each batch. An idle worker sends a batch of one a single loop iteration later th
 unanswered for :data:`SCRIPT_TIMEOUT_S` is given up (its connection dropped), so a hung Redis never stalls
 the batches after it.
 
+Since one batch is in flight at a time, one connection serves them all: the batch keeps one of the pool's
+connections and writes and reads it directly, which costs about a third less CPU per round trip than redis-py's
+``execute_command`` (no pool checkout, no retry wrapper per call). A connection found broken when a batch is
+sent (Redis restarted, the server closed it while idle) is replaced once, as redis-py's own retry would; a
+batch given up or failing while its replies are read drops its connection, so no reply is ever read by the
+wrong batch.
+
 A script unknown to the server (``NOSCRIPT`` after a restart or ``SCRIPT FLUSH``) is loaded and its calls
 re-sent; any other failure of the pipeline is raised to every caller of the batch, as the same redis-py
 exception a direct call would have raised.
@@ -21,11 +28,13 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.connection import AbstractConnection, ConnectionPool
     from redis.commands.core import AsyncScript
 
 _Call = tuple["AsyncScript", Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
@@ -33,6 +42,12 @@ _Call = tuple["AsyncScript", Sequence[Any], Sequence[Any], "asyncio.Future[Any]"
 # A request-path script unanswered this long means Redis is hung (a healthy one answers in a millisecond):
 # the caller gets redis-py's TimeoutError, handled like Redis unreachable (a 503 to retry), never a hang.
 SCRIPT_TIMEOUT_S = 2.0
+
+
+class _BrokeBeforeAnyReply(Exception):
+    def __init__(self, error: RedisConnectionError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class ScriptBatch:
@@ -43,6 +58,7 @@ class ScriptBatch:
         self._pending: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._scheduled = False  # a send of the pending calls is scheduled for the next loop iteration
+        self._held: tuple[ConnectionPool, AbstractConnection] | None = None  # the batches' own connection
 
     def __call__(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> asyncio.Future[Any]:
         """Queue one call of ``script``; the returned future resolves to its reply (or raises its error)."""
@@ -117,16 +133,47 @@ class ScriptBatch:
                 future.set_result(reply)
 
     async def _pipeline(self, calls: Sequence[_Call]) -> list[Any]:
-        if len(calls) == 1:  # alone (an idle worker): a plain command costs less than a pipeline of one
-            script, keys, args, _ = calls[0]
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args, _ in calls]
+        try:
+            return await self._round_trip(commands)
+        except _BrokeBeforeAnyReply:
+            # The server closed the connection while it was idle, or restarted: once more on a fresh one, as
+            # redis-py's own retry would. A connection that breaks after some replies fails the batch.
             try:
-                return [await self._client().evalsha(script.sha, len(keys), *keys, *args)]
-            except ResponseError as exc:  # the script's own error (or NOSCRIPT) is its caller's answer
-                return [exc]
-        async with self._client().pipeline(transaction=False) as pipe:
-            for script, keys, args, _ in calls:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
+                return await self._round_trip(commands)
+            except _BrokeBeforeAnyReply as again:
+                raise again.error from None
+
+    async def _round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        connection = await self._connection()
+        replies: list[Any] = []
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # the script's own error (or NOSCRIPT) is its caller's answer
+                    replies.append(exc)
+            return replies
+        except BaseException as exc:
+            await self._drop(connection)  # replies left unread must never reach the next batch
+            if not replies and isinstance(exc, RedisConnectionError):
+                raise _BrokeBeforeAnyReply(exc) from exc
+            raise
+
+    async def _connection(self) -> AbstractConnection:
+        """The batches' connection, taken from the client's current pool (a restarted state has a new one)."""
+        pool = self._client().connection_pool
+        if self._held is None or self._held[0] is not pool:
+            self._held = (pool, await pool.get_connection())
+        return self._held[1]
+
+    async def _drop(self, connection: AbstractConnection) -> None:
+        if self._held is not None and self._held[1] is connection:
+            pool, _ = self._held
+            self._held = None
+            await connection.disconnect(nowait=True)
+            await pool.release(connection)
 
     async def drain(self) -> None:
         """Wait until every call made so far is answered (or has failed)."""
