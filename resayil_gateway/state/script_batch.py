@@ -45,6 +45,8 @@ SCRIPT_TIMEOUT_S = 2.0
 
 
 class _BrokeBeforeAnyReply(Exception):
+    """The batch's connection broke before any reply was read: the batch may be sent again on a fresh one."""
+
     def __init__(self, error: RedisConnectionError) -> None:
         super().__init__(str(error))
         self.error = error
