@@ -145,7 +145,6 @@ class RedisState(SharedState):
             pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
             try:
                 await pubsub.subscribe(self.channel, self._wake_channel)
-                self._ready.set()
                 await self._relay(pubsub)
             except asyncio.CancelledError:
                 raise
@@ -173,6 +172,9 @@ class RedisState(SharedState):
             # different shape per protocol (a ``pong`` message on RESP2; on RESP3, redis-py's default since
             # 8.0, a plain "PONG" that redis-py hands over as a message of type "P"), so none is matched.
             self._alive_until = time.monotonic() + 2 * HEARTBEAT_S
+            # Serving starts once Redis has confirmed the subscription (the first reply read), not when it was
+            # merely sent: a broadcast published in between would be missed, and the channel not yet alive.
+            self._ready.set()
             if message.get("type") != "message" or message.get("channel") != self.channel:
                 continue
             if message.get("data") == "ping":
