@@ -14,20 +14,12 @@ from redis.exceptions import ResponseError
 
 from resayil_gateway.state import RedisState
 from resayil_gateway.state.script_batch import ScriptBatch
-from resayil_gateway.testing import REDIS_URL
 
 
 @pytest.fixture
-async def state() -> AsyncIterator[RedisState]:
+def state(redis_state: RedisState) -> RedisState:
     """A started Redis state of its own (its ``scripts`` is the batch under test)."""
-    state = RedisState(REDIS_URL, uuid.uuid4().hex, "t" + uuid.uuid4().hex[:12])
-    try:
-        await asyncio.wait_for(state.start(), 5)
-    except Exception as exc:
-        await state.close()
-        pytest.skip(f"Redis at {REDIS_URL} is not reachable ({type(exc).__name__})")
-    yield state
-    await state.close()
+    return redis_state
 
 
 def fresh_script(state: RedisState, body: str) -> Any:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 import pytest
 
 from resayil_gateway import state as state_module
 from resayil_gateway.state import RedisState
-from resayil_gateway.testing import REDIS_URL
 
 # Short enough for a quick test, long enough that a loaded CI box's scheduling stalls (tens of ms) stay well
 # inside the slack a heartbeat leaves (the channel counts as alive for two of them).
@@ -24,22 +22,13 @@ def fast_heartbeat(monkeypatch: Any) -> None:
     monkeypatch.setattr(state_module, "HEARTBEAT_S", HEARTBEAT_S)
 
 
-async def test_the_channel_stays_alive_across_many_heartbeats(fast_heartbeat: None) -> None:
-    state = RedisState(REDIS_URL, uuid.uuid4().hex, "t" + uuid.uuid4().hex[:12])
-    try:
-        await asyncio.wait_for(state.start(), 5)
-    except Exception as exc:
-        await state.close()
-        pytest.skip(f"Redis at {REDIS_URL} is not reachable ({type(exc).__name__})")
-    try:
-        dead = 0
-        until = time.monotonic() + 10 * HEARTBEAT_S  # five times the two heartbeats a PONG keeps it alive for
-        while time.monotonic() < until:
-            dead += not state.channel_alive
-            await asyncio.sleep(HEARTBEAT_S / 10)
-        assert dead == 0
-    finally:
-        await state.close()
+async def test_the_channel_stays_alive_across_many_heartbeats(fast_heartbeat: None, redis_state: RedisState) -> None:
+    dead = 0
+    until = time.monotonic() + 10 * HEARTBEAT_S  # five times the two heartbeats a PONG keeps it alive for
+    while time.monotonic() < until:
+        dead += not redis_state.channel_alive
+        await asyncio.sleep(HEARTBEAT_S / 10)
+    assert dead == 0
 
 
 @pytest.mark.parametrize("stack", ["postgres"])
@@ -64,17 +53,11 @@ async def test_a_key_is_read_from_the_store_once_while_the_channel_is_alive(
     assert lookups == 1
 
 
-async def test_closing_ends_the_listener_between_reads_at_once_without_cancelling_it() -> None:
-    state = RedisState(REDIS_URL, uuid.uuid4().hex, "t" + uuid.uuid4().hex[:12])
-    try:
-        await asyncio.wait_for(state.start(), 5)
-    except Exception as exc:
-        await state.close()
-        pytest.skip(f"Redis at {REDIS_URL} is not reachable ({type(exc).__name__})")
-    listener = state._listener
+async def test_closing_ends_the_listener_between_reads_at_once_without_cancelling_it(redis_state: RedisState) -> None:
+    listener = redis_state._listener
     assert listener is not None
     await asyncio.sleep(0.05)  # the listener is waiting in a read (for up to a whole heartbeat)
     started = time.monotonic()
-    await state.close()
+    await redis_state.close()
     assert time.monotonic() - started < state_module.HEARTBEAT_S / 2
     assert listener.done() and not listener.cancelled()

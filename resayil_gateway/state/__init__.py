@@ -175,9 +175,7 @@ class RedisState(SharedState):
             # Serving starts once Redis has confirmed the subscription (the first reply read), not when it was
             # merely sent: a broadcast published in between would be missed, and the channel not yet alive.
             self._ready.set()
-            if message.get("type") != "message" or message.get("channel") != self.channel:
-                continue
-            if message.get("data") == "ping":
+            if message.get("type") != "message" or message.get("channel") != self.channel or message["data"] == "ping":
                 continue
             sender, _, rest = str(message.get("data", "")).partition("|")
             topic, _, value = rest.partition("|")
