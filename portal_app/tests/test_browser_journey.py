@@ -48,7 +48,8 @@ OVERFLOWING = """() => {
   for (const el of document.body.querySelectorAll('*')) {
     const box = el.getBoundingClientRect();
     if (box.width === 0 || box.height === 0 || (box.left >= -1 && box.right <= width + 1)) continue;
-    if (el.tagName === 'TABLE' || !scrolls(el)) found.push(`${el.tagName.toLowerCase()}.${el.className} ${box.left}..${box.right}`);
+    if (el.tagName !== 'TABLE' && scrolls(el)) continue;
+    found.push(`${el.tagName.toLowerCase()}.${el.className} ${box.left}..${box.right}`);
   }
   return found;
 }"""
